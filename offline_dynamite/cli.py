@@ -19,13 +19,14 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # usage errors in click's plain "Error: ..." form, not a boxed panel
 )
 console = Console()
 
 
 def fail(message: str) -> None:
     """Print one error line and exit non-zero."""
-    Console(stderr=True).print(f"[bold red]error:[/] {message}", highlight=False)
+    Console(stderr=True, soft_wrap=True).print(f"[bold red]error:[/] {message}", highlight=False)
     raise typer.Exit(code=2)
 
 
@@ -54,9 +55,16 @@ def rollout(
         fail(str(error))
     env_kwargs = {} if switch_prob is None else {"switch_prob": switch_prob}
 
-    table = Table(title=f"Seeded roll-outs ({episodes} episodes per row, seed {seed})")
-    for column in ("env", "policy", "return (mean ± std)", "sessions / episode", "return per session index"):
-        table.add_column(column, justify="left" if column in ("env", "policy") else "right")
+    table = Table(
+        title=f"Seeded roll-outs: {episodes} episodes per row, seed {seed}",
+        caption="return: mean ± std over episodes; sessions: mean per episode",
+    )
+    table.add_column("env")
+    table.add_column("policy")
+    table.add_column("return", justify="right")
+    table.add_column("sessions", justify="right")
+    table.add_column("return in sessions 0, 1, 2", justify="right")
+    short_names = {env_id: name for name, env_id in ENV_IDS.items()}
     for env_id in env_ids:
         try:
             probe = gym.make(env_id, **env_kwargs)
@@ -66,17 +74,17 @@ def rollout(
         try:
             policies["oracle"] = probe.unwrapped.make_oracle()
         except OracleUnavailableError:
-            table.add_row(env_id, "oracle", "not shipped yet", "", "")
+            table.add_row(short_names[env_id], "oracle", "not shipped yet", "", "")
         probe.close()
         for name, policy in sorted(policies.items()):
             result = run_episodes(env_id, policy, episodes, seed, num_envs, env_kwargs)
             per_session = result.return_per_session_index()
             table.add_row(
-                env_id,
+                short_names[env_id],
                 name,
                 f"{result.returns.mean():.2f} ± {result.returns.std():.2f}",
                 f"{result.sessions_per_episode.mean():.2f}",
-                "  ".join(f"{value:.1f}" for value in list(per_session.values())[:5]),
+                ", ".join(f"{value:.1f}" for value in list(per_session.values())[:3]),
             )
     console.print(table)
 

@@ -1,0 +1,62 @@
+"""Shared test helpers: seeded roll-outs that record everything a test may compare."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+
+@dataclass
+class Trace:
+    observations: list[np.ndarray] = field(default_factory=list)  # T + 1
+    actions: list[Any] = field(default_factory=list)  # T
+    rewards: list[float] = field(default_factory=list)  # T
+    infos: list[dict[str, Any]] = field(default_factory=list)  # T + 1
+    truncations: list[bool] = field(default_factory=list)  # T
+
+
+def random_trace(
+    env: gym.Env, seed: int, action_seed: int = 0, oracle_share: float = 0.0
+) -> Trace:
+    """One episode with seeded uniform actions, everything recorded.
+
+    With ``oracle_share > 0`` that share of the steps follows the env's oracle instead, so that
+    the trace also visits the states that pay (goals, the itch).
+    """
+    env.action_space.seed(action_seed)
+    rng = np.random.default_rng(action_seed)
+    oracle = env.unwrapped.make_oracle() if oracle_share > 0 else None
+    if oracle is not None:
+        oracle.reset(1)
+    obs, info = env.reset(seed=seed)
+    trace = Trace(observations=[obs], infos=[info])
+    while True:
+        action = env.action_space.sample()
+        if oracle is not None and rng.random() < oracle_share:
+            action = oracle.act(obs[None], info["latent"][None])[0]
+        obs, reward, terminated, truncated, info = env.step(action)
+        trace.actions.append(action)
+        trace.rewards.append(reward)
+        trace.observations.append(obs)
+        trace.infos.append(info)
+        trace.truncations.append(truncated)
+        if terminated or truncated:
+            break
+    return trace
+
+
+def stacked_info(trace: Trace, key: str) -> np.ndarray:
+    return np.stack([info[key] for info in trace.infos])
+
+
+def console_script(name: str) -> str:
+    """Path of an installed console script of this environment (the venv may not be on PATH)."""
+    import shutil
+    import sys
+    from pathlib import Path
+
+    beside_python = Path(sys.executable).parent / name
+    return str(beside_python) if beside_python.exists() else shutil.which(name) or name
