@@ -70,7 +70,7 @@ def rollout(
             probe = gym.make(env_id, **env_kwargs)
         except (TypeError, ValueError) as error:
             fail(f"cannot build {env_id}: {error}")
-        policies = {"random": RandomPolicy(probe.action_space, seed=seed)}
+        policies = {"random": RandomPolicy(probe.action_space)}
         try:
             policies["oracle"] = probe.unwrapped.make_oracle()
         except OracleUnavailableError:

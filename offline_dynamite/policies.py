@@ -3,11 +3,14 @@
 A policy acts for ``B`` envs at once: it gets their observations ``[B, *obs_shape]`` and their
 current latents ``[B, latent_size]`` (``info["latent"]``) and returns ``B`` actions. Policies that
 do not know the latent ignore it. All our envs have a fixed horizon, so the envs of a batch run in
-lockstep and :meth:`BatchPolicy.reset` is called once per batch of episodes.
+lockstep and :meth:`BatchPolicy.reset` is called once per batch of episodes, with one seed per
+episode: a stochastic policy draws each env's actions from that env's own generator, so an
+episode's actions do not depend on which other episodes share its batch.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Protocol, runtime_checkable
 
 import gymnasium as gym
@@ -16,32 +19,45 @@ import numpy as np
 
 @runtime_checkable
 class BatchPolicy(Protocol):
-    def reset(self, num_envs: int) -> None:
-        """Start a new batch of ``num_envs`` episodes (clears any per-episode state)."""
+    def reset(self, seeds: Sequence[int]) -> None:
+        """Start a batch of ``len(seeds)`` episodes; clears any per-episode state."""
 
     def act(self, observations: np.ndarray, latents: np.ndarray) -> np.ndarray:
         """Actions ``[B, *action_shape]`` for observations ``[B, ...]`` and latents ``[B, k]``."""
 
 
 class OracleUnavailableError(RuntimeError):
-    """The env has no latent-aware oracle shipped (yet)."""
+    """The env has no latent-aware oracle shipped."""
 
 
-class RandomPolicy:
-    """Uniform actions from the action space, from its own seeded generator."""
+class DeterministicPolicy:
+    """Base of policies without randomness or memory: ``reset`` has nothing to do."""
 
-    def __init__(self, action_space: gym.spaces.Space, seed: int | None = None) -> None:
-        self.action_space = action_space
-        self.rng = np.random.default_rng(seed)
-
-    def reset(self, num_envs: int) -> None:
+    def reset(self, seeds: Sequence[int]) -> None:
         pass
 
+
+class PerEpisodeRandomness:
+    """Base of stochastic policies: one generator per env of the batch, seeded per episode."""
+
+    rngs: list[np.random.Generator]
+
+    def reset(self, seeds: Sequence[int]) -> None:
+        self.rngs = [np.random.default_rng(seed) for seed in seeds]
+
+
+class RandomPolicy(PerEpisodeRandomness):
+    """Uniform actions from the action space."""
+
+    def __init__(self, action_space: gym.spaces.Space) -> None:
+        if not isinstance(action_space, gym.spaces.Discrete | gym.spaces.Box):
+            raise TypeError(f"RandomPolicy does not support {type(action_space).__name__} spaces")
+        self.action_space = action_space
+
     def act(self, observations: np.ndarray, latents: np.ndarray) -> np.ndarray:
-        n = len(observations)
         space = self.action_space
         if isinstance(space, gym.spaces.Discrete):
-            return space.start + self.rng.integers(space.n, size=n)
-        if isinstance(space, gym.spaces.Box):
-            return self.rng.uniform(space.low, space.high, size=(n, *space.shape)).astype(space.dtype)
-        raise TypeError(f"RandomPolicy does not support {type(space).__name__} action spaces")
+            return np.array([space.start + rng.integers(space.n) for rng in self.rngs])
+        return np.stack([rng.uniform(space.low, space.high) for rng in self.rngs]).astype(
+            space.dtype
+        )

@@ -1,13 +1,14 @@
-"""Seeded roll-outs of a batched policy in a DLCMDP env, several envs stepped in lockstep.
+"""Seeded roll-outs of a batched policy, several envs stepped in lockstep.
 
-Episode ``i`` of a run with seed ``s`` resets its env with a seed drawn from
-``SeedSequence([s, i])``, so an episode's env randomness does not depend on how episodes are
-batched. All DLCMDP envs have a fixed horizon and never terminate early, so the envs of a batch
-finish together.
+Episode ``i`` of a run seeded with ``seed`` resets its env with :func:`episode_seed` and seeds
+its policy randomness with :func:`policy_seed`, so an episode is the same whichever batch, worker
+or machine rolls it out. All DLCMDP envs have a fixed horizon and never terminate early, so the
+envs of a batch finish together.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,13 +20,74 @@ from offline_dynamite.policies import BatchPolicy
 
 
 def episode_seed(seed: int, episode: int) -> int:
-    """The env seed of episode ``episode`` in a run seeded with ``seed``."""
+    """The env reset seed of episode ``episode`` in a run seeded with ``seed``."""
     return int(np.random.SeedSequence([seed, episode]).generate_state(1)[0])
+
+
+def policy_seed(seed: int, episode: int) -> int:
+    """The seed of the policy's randomness in episode ``episode`` (a stream apart from the env's)."""
+    return int(np.random.SeedSequence([seed, episode, 1]).generate_state(1)[0])
+
+
+@dataclass
+class Trajectory:
+    """One episode in Minari's layout: ``T`` transitions, ``T + 1`` observations and infos."""
+
+    observations: np.ndarray  # [T + 1, *obs_shape]
+    actions: np.ndarray  # [T, *action_shape]
+    rewards: np.ndarray  # [T] float64
+    terminations: np.ndarray  # [T] bool
+    truncations: np.ndarray  # [T] bool
+    infos: dict[str, np.ndarray]  # each [T + 1, ...]: reset info, then one per step
+
+
+def run_batch(
+    envs: Sequence[gym.Env],
+    policy: BatchPolicy,
+    env_seeds: Sequence[int],
+    policy_seeds: Sequence[int],
+) -> list[Trajectory]:
+    """Roll one episode out in each env, with batched policy calls; everything is recorded."""
+    resets = [env.reset(seed=seed) for env, seed in zip(envs, env_seeds)]
+    observations = [np.stack([obs for obs, _ in resets])]
+    infos = [[info for _, info in resets]]
+    policy.reset(policy_seeds)
+    actions, rewards, terminations, truncations = [], [], [], []
+    while True:
+        batch_actions = policy.act(observations[-1], _stack(infos[-1], "latent"))
+        steps = [env.step(action) for env, action in zip(envs, batch_actions)]
+        actions.append(batch_actions)
+        observations.append(np.stack([step[0] for step in steps]))
+        rewards.append([step[1] for step in steps])
+        terminations.append([step[2] for step in steps])
+        truncations.append([step[3] for step in steps])
+        infos.append([step[4] for step in steps])
+        if all(step[2] or step[3] for step in steps):
+            break
+    observations_, actions_ = np.stack(observations, axis=1), np.stack(actions, axis=1)
+    rewards_ = np.asarray(rewards, dtype=np.float64).T
+    terminations_, truncations_ = np.asarray(terminations).T, np.asarray(truncations).T
+    info_arrays = {key: np.stack([_stack(step, key) for step in infos], axis=1) for key in infos[0][0]}
+    return [
+        Trajectory(
+            observations=observations_[i],
+            actions=actions_[i],
+            rewards=rewards_[i],
+            terminations=terminations_[i],
+            truncations=truncations_[i],
+            infos={key: value[i] for key, value in info_arrays.items()},
+        )
+        for i in range(len(envs))
+    ]
+
+
+def _stack(infos: list[dict[str, Any]], key: str) -> np.ndarray:
+    return np.stack([info[key] for info in infos])
 
 
 @dataclass(frozen=True)
 class Rollouts:
-    """What a batch of episodes did; ``E`` episodes of ``T`` steps."""
+    """What a run of ``E`` episodes of ``T`` steps did."""
 
     rewards: np.ndarray  # [E, T] float64
     session_ids: np.ndarray  # [E, T + 1] int64, from the infos of reset and each step
@@ -58,50 +120,23 @@ def run_episodes(
     num_envs: int = 8,
     env_kwargs: dict[str, Any] | None = None,
 ) -> Rollouts:
-    """Roll ``policy`` out for ``num_episodes`` episodes, ``num_envs`` at a time."""
+    """Roll ``policy`` out for ``num_episodes`` seeded episodes, ``num_envs`` at a time."""
     envs = [gym.make(env_id, **(env_kwargs or {})) for _ in range(min(num_envs, num_episodes))]
-    rewards, session_ids, latents = [], [], []
+    trajectories: list[Trajectory] = []
     try:
         for first in range(0, num_episodes, len(envs)):
-            batch = envs[: min(len(envs), num_episodes - first)]
-            batch_rewards, batch_sessions, batch_latents = _run_batch(batch, policy, seed, first)
-            rewards.append(batch_rewards)
-            session_ids.append(batch_sessions)
-            latents.append(batch_latents)
+            episodes = range(first, min(first + len(envs), num_episodes))
+            trajectories += run_batch(
+                envs[: len(episodes)],
+                policy,
+                [episode_seed(seed, i) for i in episodes],
+                [policy_seed(seed, i) for i in episodes],
+            )
     finally:
         for env in envs:
             env.close()
     return Rollouts(
-        rewards=np.concatenate(rewards),
-        session_ids=np.concatenate(session_ids),
-        latents=np.concatenate(latents),
+        rewards=np.stack([t.rewards for t in trajectories]),
+        session_ids=np.stack([t.infos["session_id"] for t in trajectories]),
+        latents=np.stack([t.infos["latent"] for t in trajectories]),
     )
-
-
-def _run_batch(
-    envs: list[gym.Env], policy: BatchPolicy, seed: int, first_episode: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    resets = [env.reset(seed=episode_seed(seed, first_episode + i)) for i, env in enumerate(envs)]
-    observations = np.stack([obs for obs, _ in resets])
-    infos = [info for _, info in resets]
-    policy.reset(len(envs))
-    rewards, session_ids, latents = [], [_gather(infos, "session_id")], [_gather(infos, "latent")]
-    done = False
-    while not done:
-        actions = policy.act(observations, latents[-1])
-        steps = [env.step(action) for env, action in zip(envs, actions)]
-        observations = np.stack([step[0] for step in steps])
-        infos = [step[4] for step in steps]
-        rewards.append([step[1] for step in steps])
-        session_ids.append(_gather(infos, "session_id"))
-        latents.append(_gather(infos, "latent"))
-        done = all(step[2] or step[3] for step in steps)
-    return (
-        np.asarray(rewards, dtype=np.float64).T,
-        np.stack(session_ids, axis=1),
-        np.stack(latents, axis=1),
-    )
-
-
-def _gather(infos: list[dict[str, Any]], key: str) -> np.ndarray:
-    return np.stack([info[key] for info in infos])

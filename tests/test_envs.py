@@ -141,7 +141,7 @@ def test_default_horizon_and_switch_prob_give_at_least_three_sessions(env_id):
     from offline_dynamite.policies import RandomPolicy
     from offline_dynamite.rollout import run_episodes
 
-    result = run_episodes(env_id, RandomPolicy(env.action_space, seed=0), 40, seed=0)
+    result = run_episodes(env_id, RandomPolicy(env.action_space), 40, seed=0)
     # Expected ≥ 3 with a standard deviation of the mean below 0.3: 2.5 is far in the tail.
     assert result.sessions_per_episode.mean() > 2.5
 

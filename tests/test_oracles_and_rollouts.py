@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from offline_dynamite.policies import BatchPolicy, OracleUnavailableError, RandomPolicy
-from offline_dynamite.rollout import episode_seed, run_episodes
+from offline_dynamite.rollout import episode_seed, policy_seed, run_episodes
 from tests.helpers import console_script
 
 
@@ -33,7 +33,7 @@ def test_oracle_beats_random_by_a_wide_margin_in_every_session(env_id):
     oracle = env.unwrapped.make_oracle()
     assert isinstance(oracle, BatchPolicy)
     expert = run_episodes(env_id, oracle, 24, seed=0)
-    random = run_episodes(env_id, RandomPolicy(env.action_space, seed=0), 24, seed=0)
+    random = run_episodes(env_id, RandomPolicy(env.action_space), 24, seed=0)
     # Same env seeds: both policies face the same sessions and latents.
     np.testing.assert_array_equal(expert.session_ids, random.session_ids)
     np.testing.assert_array_equal(expert.latents, random.latents)
@@ -76,13 +76,16 @@ def test_cheetah_envs_say_their_oracle_is_not_shipped(env_id):
 
 def test_rollouts_are_reproducible_and_independent_of_batching():
     env_id = "dynamite/Reacher-v0"
-    oracle = gym.make(env_id).unwrapped.make_oracle()
-    first = run_episodes(env_id, oracle, 6, seed=4, num_envs=4)
-    second = run_episodes(env_id, oracle, 6, seed=4, num_envs=1)
+    random = RandomPolicy(gym.make(env_id).action_space)
+    first = run_episodes(env_id, random, 6, seed=4, num_envs=4)
+    second = run_episodes(env_id, random, 6, seed=4, num_envs=1)
     np.testing.assert_array_equal(first.rewards, second.rewards)
     np.testing.assert_array_equal(first.session_ids, second.session_ids)
     assert first.rewards.shape == (6, 150) and first.latents.shape == (6, 151, 2)
-    assert len({episode_seed(4, i) for i in range(100)}) == 100
+    third = run_episodes(env_id, random, 6, seed=5, num_envs=4)
+    assert not np.array_equal(first.rewards, third.rewards)
+    seeds = {episode_seed(4, i) for i in range(100)} | {policy_seed(4, i) for i in range(100)}
+    assert len(seeds) == 200
 
 
 def test_rollout_cli_prints_returns_and_sessions_for_every_env():

@@ -14,6 +14,7 @@ import gymnasium as gym
 import numpy as np
 
 from offline_dynamite.envs.session import SessionMixin
+from offline_dynamite.policies import DeterministicPolicy
 
 # Actions: stay, up (+y), down (-y), right (+x), left (-x).
 MOVES = np.array([[0, 0], [0, 1], [0, -1], [1, 0], [-1, 0]], dtype=np.int64)
@@ -131,11 +132,8 @@ class GridworldEnv(SessionMixin, gym.Env):
         return image
 
 
-class GridworldOracle:
+class GridworldOracle(DeterministicPolicy):
     """Shortest path to the paying goal (larger axis gap first), then stay on it."""
-
-    def reset(self, num_envs: int) -> None:
-        pass
 
     def act(self, observations: np.ndarray, latents: np.ndarray) -> np.ndarray:
         agent = observations[:, 0:2]

@@ -17,6 +17,7 @@ from gymnasium import spaces
 from gymnasium.envs.mujoco.mujoco_env import MujocoEnv
 
 from offline_dynamite.envs.session import SessionMixin
+from offline_dynamite.policies import DeterministicPolicy
 
 # Link lengths of reacher.xml: shoulder→elbow 0.1 m, elbow→fingertip 0.11 m.
 LINK_LENGTHS = (0.1, 0.11)
@@ -116,7 +117,7 @@ class ReacherEnv(SessionMixin, MujocoEnv):
         return ReacherOracle()
 
 
-class ReacherOracle:
+class ReacherOracle(DeterministicPolicy):
     """Inverse kinematics to the goal, then joint-space PD on the torques.
 
     Low gains: the control cost (‖a‖², weight 1) punishes fast moves more than a slower approach
@@ -130,9 +131,6 @@ class ReacherOracle:
     def __init__(self, position_gain: float = 0.5, damping: float = 0.08) -> None:
         self.position_gain = position_gain
         self.damping = damping
-
-    def reset(self, num_envs: int) -> None:
-        pass
 
     def act(self, observations: np.ndarray, latents: np.ndarray) -> np.ndarray:
         cos, sin, velocities = observations[:, 0:2], observations[:, 2:4], observations[:, 4:6]
