@@ -1,0 +1,1 @@
+"""Behaviour policies, dataset recipes and the Minari dataset writer (``dynamite-collect``)."""
