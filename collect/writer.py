@@ -15,6 +15,7 @@ replaced dataset (``overwrite``) is removed only after the new one is in place.
 
 from __future__ import annotations
 
+import errno
 import json
 import multiprocessing
 import os
@@ -154,6 +155,26 @@ def _write_episode(file: h5py.File, hasher: ContentHasher, index: int, env_seed:
         hasher.update(f"infos/{key}", values)
 
 
+def _bytes_on_disk(trajectory: Trajectory) -> int:
+    """A generous estimate of an episode's size in the file: its arrays plus HDF5 object headers."""
+    arrays = (trajectory.observations, trajectory.actions, trajectory.rewards, trajectory.terminations,
+              trajectory.truncations, *trajectory.infos.values())
+    return sum(a.nbytes for a in arrays) + 8 * len(trajectory.observations) + 1024 * (len(arrays) + 3)
+
+
+def _ensure_space(folder: Path, needed: int) -> None:
+    """Stop cleanly before a write could fill the disk.
+
+    HDF5 does not report a full disk as an exception: the failed writes surface while objects
+    are closed, are printed and ignored, and closing the file may then crash the process. So the
+    writer checks the free space before every chunk, keeping a margin for the metadata.
+    """
+    free = shutil.disk_usage(folder).free
+    if free < 2 * needed + 1_000_000:
+        raise OSError(errno.ENOSPC, f"not enough free space in {folder.parent} "
+                                    f"({free / 1e6:.1f} MB free, the next episodes need about {needed / 1e6:.1f} MB)")
+
+
 def _metadata(recipe: Recipe, env: gym.Env, episodes: int, steps: int, content_sha256: str,
               ref_min: float, ref_max: float, reference_episodes: int) -> dict[str, Any]:
     """Minari's metadata keys (as ``create_dataset_from_buffers`` writes them) plus ours."""
@@ -242,16 +263,17 @@ def collect(
         reference_returns: list[float] = []
         with _results(data_tasks + reference_tasks, workers) as results, \
                 h5py.File(partial / "data" / "main_data.hdf5", "w", track_order=True) as file:
-            for task, chunk in zip(data_tasks + reference_tasks, results):
-                if task.mix == tuple(recipe.behaviour) and task.seed == recipe.seed:
-                    for episode, behaviour_index, env_seed, trajectory in chunk:
-                        _write_episode(file, hasher, episode, env_seed, recipe.behaviour[behaviour_index],
-                                       behaviour_index, trajectory)
-                        steps += len(trajectory.rewards)
-                        if on_progress is not None:
-                            on_progress(len(trajectory.rewards))
-                else:
+            for index, chunk in enumerate(results):
+                if index >= len(data_tasks):
                     reference_returns += [float(t.rewards.sum()) for *_, t in chunk]
+                    continue
+                _ensure_space(partial, sum(_bytes_on_disk(t) for *_, t in chunk))
+                for episode, behaviour_index, env_seed, trajectory in chunk:
+                    _write_episode(file, hasher, episode, env_seed, recipe.behaviour[behaviour_index],
+                                   behaviour_index, trajectory)
+                    steps += len(trajectory.rewards)
+                    if on_progress is not None:
+                        on_progress(len(trajectory.rewards))
         ref_min = float(np.mean(reference_returns[: recipe.reference_episodes]))
         ref_max = float(np.mean(reference_returns[recipe.reference_episodes :]))
         metadata = _metadata(recipe, env, recipe.episodes, steps, hasher.hexdigest(), ref_min, ref_max,

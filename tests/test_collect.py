@@ -297,3 +297,43 @@ def test_recipe_errors_name_the_problem():
         small_recipe(dataset_id="dynamite/grid")
     with pytest.raises(ValueError, match="needs a path"):
         Behaviour("checkpoint")
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 2 MB tmpfs: a real full disk (needs root, as on the project's machines and CI)."""
+    mount_point = tmp_path / "small-disk"
+    mount_point.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount_point)],
+                             capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
+    yield mount_point
+    subprocess.run(["umount", str(mount_point)], check=True)
+
+
+def test_a_full_disk_mid_collection_leaves_nothing_behind(small_disk):
+    # Reacher's 200 episodes need ≈ 4 MB: several chunks fit before the disk fills.
+    result = run_cli("--recipe", "dynamite/reacher/mixed-v0", "--episodes", "200", root=small_disk)
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "not enough free space" in lines[0], result.stderr
+    assert visible_entries(small_disk) == []
+
+
+def test_a_saved_d3rlpy_policy_is_a_behaviour(grid_root, tmp_path):
+    import d3rlpy
+
+    flat = load_flat(GRID_ID, grid_root)
+    algo = d3rlpy.algos.DiscreteBCConfig(batch_size=32).create(device="cpu:0")
+    algo.fit(flat.to_mdp_dataset(), n_steps=20, n_steps_per_epoch=20, show_progress=False,
+             logger_adapter=d3rlpy.logging.NoopAdapterFactory())
+    checkpoint = tmp_path / "bc.d3"
+    algo.save(str(checkpoint))
+    recipe = small_recipe(episodes=6, dataset_id="dynamite/gridworld/bc-v0",
+                          behaviour=(Behaviour("checkpoint", path=str(checkpoint)),))
+    result = collect(recipe, tmp_path / "root")
+    collected = load_flat(result.data_file)
+    rows = collected.observation_rows()
+    np.testing.assert_array_equal(collected.actions, algo.predict(collected.observations[rows]))
+    assert collected.metadata["dynamite"]["behaviour_ids"] == {"0": "checkpoint:bc.d3"}
