@@ -30,7 +30,7 @@ def random_trace(
     rng = np.random.default_rng(action_seed)
     oracle = env.unwrapped.make_oracle() if oracle_share > 0 else None
     if oracle is not None:
-        oracle.reset(1)
+        oracle.reset([action_seed])
     obs, info = env.reset(seed=seed)
     trace = Trace(observations=[obs], infos=[info])
     while True:

@@ -15,6 +15,7 @@ ENV_IDS = {
     "reacher": "dynamite/Reacher-v0",
     "halfcheetahvel": "dynamite/HalfCheetahVel-v0",
     "halfcheetahwind": "dynamite/HalfCheetahWind-v0",
+    "scratchitch": "dynamite/ScratchItch-v0",
 }
 
 _ENTRY_POINTS = {
@@ -22,6 +23,7 @@ _ENTRY_POINTS = {
     "dynamite/Reacher-v0": "offline_dynamite.envs.reacher:ReacherEnv",
     "dynamite/HalfCheetahVel-v0": "offline_dynamite.envs.half_cheetah:HalfCheetahVelEnv",
     "dynamite/HalfCheetahWind-v0": "offline_dynamite.envs.half_cheetah:HalfCheetahWindEnv",
+    "dynamite/ScratchItch-v0": "offline_dynamite.envs.scratch_itch:ScratchItchEnv",
 }
 
 
