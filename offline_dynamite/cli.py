@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import gymnasium as gym
@@ -86,6 +87,48 @@ def rollout(
                 f"{result.sessions_per_episode.mean():.2f}",
                 ", ".join(f"{value:.1f}" for value in list(per_session.values())[:3]),
             )
+    console.print(table)
+
+
+@app.command()
+def belief(
+    dataset: Annotated[str | None, typer.Argument(help="main_data.hdf5, its dataset folder, or a dataset id.")] = None,
+    variant: Annotated[str, typer.Option(help="dynamite or varibad (every DynaMITE change off).")] = "dynamite",
+    consistency: Annotated[bool, typer.Option(help="DynaMITE's latent consistency term.")] = True,
+    latent_conditioning: Annotated[bool, typer.Option(help="DynaMITE's latent dynamics prior and conditioning.")] = True,
+    session_masking: Annotated[bool, typer.Option(help="DynaMITE's session-masked reconstruction.")] = True,
+    latent_dim: Annotated[int, typer.Option(min=1, help="Size of the latent belief.")] = 5,
+    steps: Annotated[int | None, typer.Option(min=1, help="Gradient steps [default: 2000; with --resume, the run's].")] = None,
+    batch_size: Annotated[int, typer.Option(min=1, help="Episodes per batch.")] = 32,
+    lr: Annotated[float, typer.Option(help="Adam learning rate.")] = 1e-3,
+    seed: Annotated[int, typer.Option(help="Seed of the split, batches and initialisation.")] = 0,
+    validation_fraction: Annotated[float, typer.Option(help="Share of episodes held out.")] = 0.1,
+    threads: Annotated[int, typer.Option(min=1, help="Torch CPU threads (1 is bit-for-bit reproducible).")] = 1,
+    out: Annotated[Path, typer.Option(help="Folder of run folders.")] = Path("runs"),
+    resume: Annotated[Path | None, typer.Option(help="Continue the run in this folder exactly.")] = None,
+) -> None:
+    """Fit the belief model alone; write a run folder with metrics, checkpoint and diagnostics."""
+    from offline_dynamite.belief import runs
+
+    try:
+        if resume is not None:
+            run_dir, trainer = runs.resume_belief_run(resume, steps)
+        else:
+            if dataset is None:
+                fail("give a dataset (main_data.hdf5, its folder or a dataset id), or --resume RUN_FOLDER")
+            run_dir, trainer = runs.new_belief_run(
+                dataset, out, variant, steps=steps, batch_size=batch_size, learning_rate=lr, seed=seed,
+                validation_fraction=validation_fraction, threads=threads, latent_dim=latent_dim, consistency=consistency,
+                latent_conditioning=latent_conditioning, session_masking=session_masking)
+    except (ValueError, TypeError) as error:  # DatasetError, CheckpointError, bad configuration
+        fail(str(error))
+    console.print(f"run folder: {run_dir}", soft_wrap=True)
+    diagnostics = runs.fit_with_progress(trainer, run_dir, console)
+    table = Table(title="Held-out diagnostics")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for key, value in diagnostics.items():
+        table.add_row(key, f"{value:.4f}")
     console.print(table)
 
 

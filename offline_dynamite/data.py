@@ -200,3 +200,52 @@ def _read_episodes(file: h5py.File, names: list[str], metadata: dict[str, Any], 
         episode_starts=starts,
         **arrays,
     )
+
+
+@dataclass(frozen=True)
+class SequenceBatch:
+    """Episodes padded to the longest one: ``B`` sequences of ``T`` transitions.
+
+    Rows past an episode's length are padding; their values are unspecified (models must mask
+    them, and tests fill them with NaN to prove it). Session arrays are zero-filled when the
+    dataset has no session labels (``has_sessions`` is false then).
+    """
+
+    observations: np.ndarray  # [B, T + 1, *obs]
+    actions: np.ndarray  # [B, T, *act]
+    rewards: np.ndarray  # [B, T]
+    lengths: np.ndarray  # [B] int64: transitions per episode
+    session_ids: np.ndarray  # [B, T + 1] int64, per observation
+    session_starts: np.ndarray  # [B, T + 1] bool, per observation
+    latents: np.ndarray  # [B, T + 1, k] float32 (k = 0 without labels)
+    has_sessions: bool
+
+
+def sequence_batch(flat: FlatDataset, episodes: np.ndarray) -> SequenceBatch:
+    """Gather episodes into a padded batch with one fancy-indexing pass per array."""
+    episodes = np.asarray(episodes, dtype=np.int64)
+    lengths = flat.episode_lengths[episodes]
+    horizon = int(lengths.max())
+    steps = np.arange(horizon + 1)
+    # Row of (episode, t) in the flat arrays, clamped into the episode so padding reads real rows.
+    transition_rows = flat.episode_starts[episodes, None] + np.minimum(steps[None, :-1], lengths[:, None] - 1)
+    observation_rows = flat.episode_starts[episodes, None] + episodes[:, None] + np.minimum(steps[None], lengths[:, None])
+    has_sessions = flat.has_session_labels
+    if has_sessions:
+        session_ids = flat.infos["session_id"][observation_rows]
+        session_starts = flat.infos["session_start"][observation_rows]
+        latents = flat.infos["latent"][observation_rows]
+    else:
+        session_ids = np.zeros(observation_rows.shape, dtype=np.int64)
+        session_starts = np.zeros(observation_rows.shape, dtype=bool)
+        latents = np.zeros((*observation_rows.shape, 0), dtype=np.float32)
+    return SequenceBatch(
+        observations=flat.observations[observation_rows],
+        actions=flat.actions[transition_rows],
+        rewards=flat.rewards[transition_rows],
+        lengths=lengths,
+        session_ids=session_ids,
+        session_starts=session_starts,
+        latents=latents,
+        has_sessions=has_sessions,
+    )

@@ -1,0 +1,67 @@
+"""Run folders of belief fits: create, resume, and train with a progress bar."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from offline_dynamite.belief.config import BeliefConfig, belief_config_for, variant_name
+from offline_dynamite.belief.trainer import BeliefTrainConfig, BeliefTrainer, CheckpointError, fit, load_checkpoint, start_run
+from offline_dynamite.data import FlatDataset, load_flat, resolve_data_file
+
+
+def env_short_name(flat: FlatDataset) -> str:
+    spec = flat.metadata.get("env_spec")
+    env_id = json.loads(spec)["id"] if spec else "unknown-env"
+    return env_id.split("/")[-1].rsplit("-v", 1)[0].lower()
+
+
+def new_belief_run(dataset: str, out: Path, variant: str, *, steps: int | None, batch_size: int, learning_rate: float,
+                   seed: int, validation_fraction: float, threads: int, latent_dim: int, consistency: bool,
+                   latent_conditioning: bool, session_masking: bool) -> tuple[Path, BeliefTrainer]:
+    data_file = resolve_data_file(dataset)
+    flat = load_flat(data_file)
+    config = belief_config_for(variant, consistency=consistency, latent_conditioning=latent_conditioning,
+                               session_masking=session_masking, latent_dim=latent_dim)
+    train_config = BeliefTrainConfig(steps=steps or BeliefTrainConfig.steps, batch_size=batch_size,
+                                     learning_rate=learning_rate, seed=seed, validation_fraction=validation_fraction,
+                                     threads=threads)
+    trainer = BeliefTrainer(flat, config, train_config)
+    name = variant_name(variant, config)
+    run_dir = out / f"{env_short_name(flat)}__belief-{name}__seed{seed}__{time.strftime('%Y%m%d-%H%M%S')}"
+    start_run(run_dir, trainer, name, data_file)
+    return run_dir, trainer
+
+
+def resume_belief_run(run_dir: Path, steps: int | None) -> tuple[Path, BeliefTrainer]:
+    record_file = run_dir / "run.json"
+    if not record_file.is_file():
+        raise CheckpointError(f"{run_dir} is not a run folder (no run.json)")
+    record = json.loads(record_file.read_text())
+    state = load_checkpoint(run_dir / "belief.pt")
+    train_config = BeliefTrainConfig(**state["train_config"])
+    if steps is not None:
+        train_config = BeliefTrainConfig(**{**state["train_config"], "steps": steps})
+    flat = load_flat(record["dataset"]["file"])
+    trainer = BeliefTrainer(flat, BeliefConfig.from_dict(state["belief_config"]), train_config)
+    trainer.restore(state)
+    return run_dir, trainer
+
+
+def fit_with_progress(trainer: BeliefTrainer, run_dir: Path, console: Console) -> dict[str, float]:
+    columns = (TextColumn("[bold]belief"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[terms]}"),
+               TimeElapsedColumn())
+    with Progress(*columns, console=console) as progress:
+        task = progress.add_task("belief", total=trainer.train_config.steps, completed=trainer.step, terms="")
+
+        def on_log(step: int, row: dict[str, float]) -> None:
+            shown = ("total", "reconstruction", "kl", "consistency", "termination")
+            terms = " ".join(f"{key} {row[key]:.3f}" for key in shown if key in row)
+            progress.update(task, completed=step,
+                            terms=f"{terms} | {row['transitions_per_second']:,.0f} transitions/s")
+
+        return fit(trainer, run_dir, on_log)

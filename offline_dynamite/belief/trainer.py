@@ -1,0 +1,282 @@
+"""Fitting the belief model offline: data split, training loop, metrics, checkpoints, resume.
+
+A run folder holds ``run.json`` (what was run, on what, and whether it finished), ``metrics.csv``
+(one row per logged step, train and validation terms), ``belief.pt`` (the latest checkpoint) and,
+once finished, ``diagnostics.json``. A checkpoint carries everything needed to continue exactly
+where it stopped: weights, optimiser state, step, both random generators and the data split.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+from minari.serialization import deserialize_space
+
+from offline_dynamite.belief.config import BeliefConfig
+from offline_dynamite.belief.diagnostics import diagnose
+from offline_dynamite.belief.model import BeliefModel, DataSpec, to_tensors
+from offline_dynamite.data import FlatDataset, sequence_batch
+
+CHECKPOINT_FORMAT = "dynamite-rl/belief-checkpoint"
+CHECKPOINT_VERSION = 1
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be used (corrupted, another format, another dataset)."""
+
+
+@dataclass(frozen=True)
+class BeliefTrainConfig:
+    """How the belief model is fitted (the model itself is a :class:`BeliefConfig`)."""
+
+    steps: int = 2000
+    batch_size: int = 32
+    learning_rate: float = 1e-3
+    seed: int = 0
+    validation_fraction: float = 0.1
+    log_every: int = 50
+    checkpoint_every: int = 500
+    max_grad_norm: float = 10.0
+    #: Torch CPU threads. One makes runs bit-for-bit reproducible: with more, MKL splits the
+    #: reductions of large matrix products differently from run to run (last-bit differences).
+    threads: int = 1
+
+    def __post_init__(self) -> None:
+        if min(self.steps, self.batch_size, self.log_every, self.checkpoint_every, self.threads) < 1:
+            raise ValueError("steps, batch_size, log_every, checkpoint_every and threads must be positive")
+        if not 0.0 <= self.validation_fraction < 1.0:
+            raise ValueError(f"validation_fraction must be in [0, 1), got {self.validation_fraction}")
+        if self.learning_rate <= 0:
+            raise ValueError(f"learning_rate must be positive, got {self.learning_rate}")
+
+
+def data_spec(flat: FlatDataset) -> DataSpec:
+    observation_space = deserialize_space(flat.metadata["observation_space"])
+    action_space = deserialize_space(flat.metadata["action_space"])
+    if not isinstance(observation_space, gym.spaces.Box) or len(observation_space.shape) != 1:
+        raise ValueError(f"the belief model needs flat Box observations, the dataset has {observation_space}")
+    if isinstance(action_space, gym.spaces.Discrete):
+        return DataSpec(observation_space.shape[0], int(action_space.n), True)
+    if isinstance(action_space, gym.spaces.Box) and len(action_space.shape) == 1:
+        return DataSpec(observation_space.shape[0], action_space.shape[0], False)
+    raise ValueError(f"the belief model needs Discrete or flat Box actions, the dataset has {action_space}")
+
+
+def check_trainable(flat: FlatDataset, config: BeliefConfig) -> None:
+    """Refuse, with one line, datasets the configuration cannot learn from."""
+    needs = config.needs_session_labels
+    if needs and not flat.has_session_labels:
+        raise ValueError(
+            f"dataset {flat.dataset_id} has no session labels (infos latent, session_id, session_start), "
+            f"which {', '.join(needs)} need: train the varibad variant, or collect the data with dynamite-collect"
+        )
+    for field, values in flat.fields().items():
+        if np.issubdtype(values.dtype, np.floating) and not np.isfinite(values).all():
+            raise ValueError(f"dataset {flat.dataset_id} has non-finite values in {field}: run dynamite-collect validate")
+
+
+def split_episodes(num_episodes: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(training, validation) episode indices, a seeded split by episode."""
+    order = np.random.default_rng([seed, 3]).permutation(num_episodes)
+    held_out = int(round(fraction * num_episodes)) if num_episodes > 1 else 0
+    held_out = min(max(held_out, 1 if fraction > 0 and num_episodes > 1 else 0), num_episodes - 1)
+    return np.sort(order[held_out:]), np.sort(order[:held_out])
+
+
+def versions() -> dict[str, str]:
+    return {name: version(name) for name in ("dynamite-rl", "torch", "numpy", "minari", "gymnasium")}
+
+
+class BeliefTrainer:
+    """Owns the model, the optimiser and the random state of one fit."""
+
+    def __init__(self, flat: FlatDataset, config: BeliefConfig, train_config: BeliefTrainConfig,
+                 dataset_hash: str | None = None) -> None:
+        check_trainable(flat, config)
+        self.flat, self.config, self.train_config = flat, config, train_config
+        self.dataset_hash = dataset_hash or flat.content_hasher().hexdigest()
+        self.train_episodes, self.validation_episodes = split_episodes(
+            flat.num_episodes, train_config.validation_fraction, train_config.seed)
+        torch.set_num_threads(train_config.threads)
+        torch.manual_seed(train_config.seed)
+        self.model = BeliefModel(config, data_spec(flat))
+        self._fit_normalisation()
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=train_config.learning_rate)
+        self.rng = np.random.default_rng([train_config.seed, 4])
+        self.step = 0
+
+    def _fit_normalisation(self) -> None:
+        episodes = self.train_episodes
+        starts = self.flat.episode_starts
+        in_train = np.zeros(self.flat.num_transitions, dtype=bool)
+        for e in episodes:  # once per fit: marking rows, not the training hot path
+            in_train[starts[e]:starts[e + 1]] = True
+        observations = self.flat.observations[self.flat.observation_rows()[in_train]]
+        rewards = self.flat.rewards[in_train]
+        self.model.set_normalisation(observations.mean(0), observations.std(0), max(float(rewards.std()), 1e-3))
+
+    # ------------------------------------------------------------------ training
+    def train_step(self) -> dict[str, float]:
+        self.model.train()
+        size = min(self.train_config.batch_size, len(self.train_episodes))
+        episodes = self.rng.choice(self.train_episodes, size=size, replace=False)
+        terms = self.model.loss(to_tensors(sequence_batch(self.flat, episodes)))
+        self.optimizer.zero_grad()
+        terms["total"].backward()
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.train_config.max_grad_norm)
+        self.optimizer.step()
+        self.step += 1
+        return {key: float(value.detach()) for key, value in terms.items()} | {
+            "transitions": float(self.flat.episode_lengths[episodes].sum())}
+
+    @torch.no_grad()
+    def validation_terms(self, max_episodes: int = 256) -> dict[str, float]:
+        if len(self.validation_episodes) == 0:
+            return {}
+        self.model.eval()
+        state = torch.get_rng_state()  # validation sampling must not shift the training stream
+        torch.manual_seed(0)
+        terms = self.model.loss(to_tensors(sequence_batch(self.flat, self.validation_episodes[:max_episodes])))
+        torch.set_rng_state(state)
+        return {key: float(value) for key, value in terms.items()}
+
+    def diagnostics(self) -> dict[str, float]:
+        held_out = self.validation_episodes if len(self.validation_episodes) else self.train_episodes
+        return diagnose(self.model, self.flat, self.train_episodes, held_out, seed=self.train_config.seed)
+
+    # ------------------------------------------------------------------ checkpoints
+    def checkpoint(self) -> dict[str, Any]:
+        return {
+            "format": CHECKPOINT_FORMAT,
+            "format_version": CHECKPOINT_VERSION,
+            "belief_config": self.config.to_dict(),
+            "train_config": asdict(self.train_config),
+            "data_spec": asdict(self.model.spec),
+            "dataset": {"id": self.flat.dataset_id, "sha256": self.dataset_hash},
+            "step": self.step,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "numpy_rng": self.rng.bit_generator.state,
+            "torch_rng": torch.get_rng_state(),
+            "validation_episodes": self.validation_episodes.tolist(),
+            "versions": versions(),
+        }
+
+    def save(self, path: Path) -> None:
+        """Write atomically: a crash mid-save never leaves a truncated checkpoint."""
+        partial = path.with_name(path.name + ".partial")
+        torch.save(self.checkpoint(), partial)
+        os.replace(partial, path)
+
+    def restore(self, state: dict[str, Any]) -> None:
+        if state["dataset"]["sha256"] != self.dataset_hash:
+            raise CheckpointError(
+                f"the checkpoint was trained on dataset {state['dataset']['id']} with another content "
+                "hash: resume it on the same dataset"
+            )
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.rng.bit_generator.state = state["numpy_rng"]
+        torch.set_rng_state(state["torch_rng"])
+        self.step = int(state["step"])
+
+
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    """A belief checkpoint's contents, or one clear :class:`CheckpointError`."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    except FileNotFoundError:
+        raise CheckpointError(f"checkpoint {path} does not exist") from None
+    except Exception as error:  # torch raises many types for a damaged file
+        raise CheckpointError(f"checkpoint {path} is corrupted or not a torch file ({type(error).__name__})") from None
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"{path} is not a dynamite-rl belief checkpoint")
+    return state
+
+
+def model_from_checkpoint(state: dict[str, Any]) -> BeliefModel:
+    model = BeliefModel(BeliefConfig.from_dict(state["belief_config"]), DataSpec(**state["data_spec"]))
+    model.load_state_dict(state["model"])
+    model.eval()
+    return model
+
+
+# ---------------------------------------------------------------------------- run folders
+def fit(trainer: BeliefTrainer, run_dir: Path, on_log: Callable[[int, dict[str, float]], None] | None = None) -> dict[str, float]:
+    """Train to ``steps``, logging and checkpointing into ``run_dir``; returns the diagnostics.
+
+    Ctrl-C saves a checkpoint first, so ``--resume`` continues from the last finished step.
+    """
+    config = trainer.train_config
+    metrics_file = run_dir / "metrics.csv"
+    checkpoint_file = run_dir / "belief.pt"
+    _update_run(run_dir, status="running")
+    window: list[dict[str, float]] = []
+    started = time.perf_counter()
+    try:
+        while trainer.step < config.steps:
+            window.append(trainer.train_step())
+            if trainer.step % config.log_every == 0 or trainer.step == config.steps:
+                elapsed = time.perf_counter() - started
+                row = {key: float(np.mean([w[key] for w in window])) for key in window[0] if key != "transitions"}
+                row["transitions_per_second"] = sum(w["transitions"] for w in window) / max(elapsed, 1e-9)
+                row |= {f"validation_{key}": value for key, value in trainer.validation_terms().items()}
+                _append_metrics(metrics_file, trainer.step, row)
+                if on_log is not None:
+                    on_log(trainer.step, row)
+                window, started = [], time.perf_counter()
+            if trainer.step % config.checkpoint_every == 0:
+                trainer.save(checkpoint_file)
+    except KeyboardInterrupt:
+        trainer.save(checkpoint_file)
+        _update_run(run_dir, status="interrupted", step=trainer.step)
+        raise
+    trainer.save(checkpoint_file)
+    diagnostics = trainer.diagnostics()
+    (run_dir / "diagnostics.json").write_text(json.dumps(diagnostics, indent=2) + "\n")
+    _update_run(run_dir, status="complete", step=trainer.step)
+    return diagnostics
+
+
+def _append_metrics(path: Path, step: int, row: dict[str, float]) -> None:
+    new = not path.exists()
+    with open(path, "a", newline="") as handle:
+        writer = csv.writer(handle)
+        if new:
+            writer.writerow(["step", *row])
+        writer.writerow([step, *(f"{value:.6g}" for value in row.values())])
+
+
+def _update_run(run_dir: Path, **changes: Any) -> None:
+    path = run_dir / "run.json"
+    record = json.loads(path.read_text()) if path.exists() else {}
+    record.update(changes)
+    partial = path.with_name("run.json.partial")
+    partial.write_text(json.dumps(record, indent=2) + "\n")
+    os.replace(partial, path)
+
+
+def start_run(run_dir: Path, trainer: BeliefTrainer, variant: str, dataset_file: Path) -> None:
+    run_dir.mkdir(parents=True, exist_ok=False)
+    _update_run(
+        run_dir,
+        kind="belief",
+        variant=variant,
+        status="starting",
+        step=0,
+        dataset={"id": trainer.flat.dataset_id, "sha256": trainer.dataset_hash, "file": str(dataset_file)},
+        belief_config=trainer.config.to_dict(),
+        train_config=asdict(trainer.train_config),
+        versions=versions(),
+    )
