@@ -126,8 +126,7 @@ def test_with_every_switch_off_the_loss_is_varibads_elbo_written_out():
         for t in range(length + 1):
             errors = []
             for j in range(length):
-                inputs = torch.cat([observations[b, j], actions[b, j], observations[b, j + 1]])
-                predicted = net.reward_decoder(samples[b, t], inputs)
+                predicted = net.reward_decoder(samples[b, t], observations[b, j + 1])  # p(r_j | m, s_{j+1})
                 errors.append((predicted - rewards[b, j]) ** 2)
             reconstruction_terms.append(torch.stack(errors).mean())
             prior_mu = mu[b, t - 1] if t else torch.zeros_like(mu[b, t])
@@ -214,6 +213,41 @@ def test_resume_continues_exactly(grid_dataset, tmp_path):
         second_half.train_step()
     for name, parameter in straight.model.state_dict().items():
         assert torch.equal(parameter, second_half.model.state_dict()[name]), name
+
+
+def test_reward_relabelling_swaps_latents_and_recomputes_rewards(grid_dataset):
+    import gymnasium as gym
+
+    from offline_dynamite.belief.trainer import relabel_rewards, reward_function_of
+
+    flat = load_flat(grid_dataset)
+    sequences = sequence_batch(flat, np.arange(16))
+    reward = reward_function_of(flat)
+    relabelled = relabel_rewards(sequences, reward, 1.0, np.random.default_rng(0))
+    changed = ~(relabelled.latents == sequences.latents).all(axis=(1, 2))
+    assert changed.sum() >= 8
+    env = gym.make("dynamite/Gridworld-v0").unwrapped
+    expected = env.reward(sequences.observations[:, :-1], sequences.actions, sequences.observations[:, 1:],
+                          relabelled.latents[:, :-1])
+    np.testing.assert_array_equal(relabelled.rewards, expected)
+    # Each row took another row's whole latent and session sequence.
+    for row in np.flatnonzero(changed):
+        donors = [d for d in range(16) if (sequences.latents[d] == relabelled.latents[row]).all()
+                  and (sequences.session_ids[d] == relabelled.session_ids[row]).all()]
+        assert donors
+
+
+def test_training_steps_reduce_the_loss(grid_dataset):
+    trainer = BeliefTrainer(load_flat(grid_dataset), BeliefConfig(latent_dim=4),
+                            BeliefTrainConfig(steps=300, batch_size=32, learning_rate=3e-3, seed=0))
+    first = trainer.validation_terms()
+    for _ in range(trainer.train_config.steps):
+        trainer.train_step()
+    last = trainer.validation_terms()
+    assert last["reconstruction"] < 0.7 * first["reconstruction"], (first, last)
+    assert last["termination"] < first["termination"], (first, last)
+    metrics = trainer.diagnostics()
+    assert metrics["boundary_precision_within_3"] > 2 * metrics["boundary_chance_precision_within_3"], metrics
 
 
 # ---------------------------------------------------------------------------- the CLI and bad input

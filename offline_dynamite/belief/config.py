@@ -22,6 +22,10 @@ class BeliefConfig:
     action_embed_size: int = 16
     reward_embed_size: int = 16
     decoder_hidden: tuple[int, ...] = (32, 32)
+    #: The reward decoder sees (s, a, s') instead of s' alone. Off by default, as in VariBAD: in
+    #: offline data the action often gives the reward away (an oracle *stays* on the paying goal),
+    #: and a decoder that can read it has no reason to use the latent.
+    decoder_sees_action: bool = False
     kl_weight: float = 0.1
 
     #: A latent dynamics model p(m_i | m_{i-1}) gives the prior at a session's first step, from

@@ -86,7 +86,7 @@ class BeliefModel(nn.Module):
         self.belief_head = nn.Linear(head_input, 2 * k)
         self.termination_head = nn.Linear(config.hidden_size, 1) if config.termination else None
         self.latent_dynamics = mlp([2 * k, config.hidden_size, 2 * k]) if config.latent_conditioning else None
-        transition_size = 2 * spec.observation_size + spec.action_size
+        transition_size = 2 * spec.observation_size + spec.action_size if config.decoder_sees_action else spec.observation_size
         self.reward_decoder = RewardDecoder(k, transition_size, config.decoder_hidden)
         # Normalisation, fitted on the training data (set_normalisation) and saved with the weights.
         self.register_buffer("observation_mean", torch.zeros(spec.observation_size))
@@ -164,10 +164,12 @@ class BeliefModel(nn.Module):
         labels = losses.belief_sessions(batch.session_ids) if use_labels else None
         return self.beliefs(hidden, batch.lengths, labels)
 
-    @staticmethod
-    def transitions(observations: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
-        """[B, T, 2·obs + act]: (s_j, a_j, s_{j+1}) of every transition (normalised inputs)."""
-        return torch.cat([observations[:, :-1], actions, observations[:, 1:]], dim=-1)
+    def transitions(self, observations: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        """[B, T, ·]: what the reward decoder sees of each transition (normalised inputs):
+        s_{j+1}, or (s_j, a_j, s_{j+1}) with ``decoder_sees_action``."""
+        if self.config.decoder_sees_action:
+            return torch.cat([observations[:, :-1], actions, observations[:, 1:]], dim=-1)
+        return observations[:, 1:]
 
     # ------------------------------------------------------------------ objective
     def loss(self, batch: Batch) -> dict[str, torch.Tensor]:

@@ -9,6 +9,7 @@ where it stopped: weights, optimiser state, step, both random generators and the
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import os
 import time
@@ -26,7 +27,7 @@ from minari.serialization import deserialize_space
 from offline_dynamite.belief.config import BeliefConfig
 from offline_dynamite.belief.diagnostics import diagnose
 from offline_dynamite.belief.model import BeliefModel, DataSpec, to_tensors
-from offline_dynamite.data import FlatDataset, sequence_batch
+from offline_dynamite.data import FlatDataset, SequenceBatch, sequence_batch
 
 CHECKPOINT_FORMAT = "dynamite-rl/belief-checkpoint"
 CHECKPOINT_VERSION = 1
@@ -48,6 +49,10 @@ class BeliefTrainConfig:
     log_every: int = 50
     checkpoint_every: int = 500
     max_grad_norm: float = 10.0
+    #: Share of each batch whose rewards are relabelled under another episode's latents (BOReL's
+    #: remedy for MDP ambiguity: in offline data the behaviour often reveals the latent, so the
+    #: posterior learns to read the behaviour instead of the rewards). Needs the env's reward().
+    relabel_fraction: float = 0.0
     #: Torch CPU threads. One makes runs bit-for-bit reproducible: with more, MKL splits the
     #: reductions of large matrix products differently from run to run (last-bit differences).
     threads: int = 1
@@ -55,6 +60,8 @@ class BeliefTrainConfig:
     def __post_init__(self) -> None:
         if min(self.steps, self.batch_size, self.log_every, self.checkpoint_every, self.threads) < 1:
             raise ValueError("steps, batch_size, log_every, checkpoint_every and threads must be positive")
+        if not 0.0 <= self.relabel_fraction <= 1.0:
+            raise ValueError(f"relabel_fraction must be in [0, 1], got {self.relabel_fraction}")
         if not 0.0 <= self.validation_fraction < 1.0:
             raise ValueError(f"validation_fraction must be in [0, 1), got {self.validation_fraction}")
         if self.learning_rate <= 0:
@@ -86,6 +93,38 @@ def check_trainable(flat: FlatDataset, config: BeliefConfig) -> None:
             raise ValueError(f"dataset {flat.dataset_id} has non-finite values in {field}: run dynamite-collect validate")
 
 
+def reward_function_of(flat: FlatDataset):
+    """The vectorised ``reward(obs, action, next_obs, latent)`` of the dataset's env."""
+    spec = flat.metadata.get("env_spec")
+    try:
+        env = gym.make(gym.envs.registration.EnvSpec.from_json(spec)).unwrapped
+        return env.reward
+    except (TypeError, ValueError, AttributeError, gym.error.Error) as error:
+        raise ValueError(f"reward relabelling needs the dataset's env and its reward(): {error}") from None
+
+
+def relabel_rewards(sequences: SequenceBatch, reward, fraction: float, rng: np.random.Generator) -> SequenceBatch:
+    """Give a share of the rows the latents (and sessions) of other rows, with the rewards that
+    the env's reward function assigns to their transitions under those latents.
+
+    Rows only trade with rows of the same length, so every relabelled step is a real step.
+    """
+    chosen = np.flatnonzero(rng.random(len(sequences.lengths)) < fraction)
+    donors = chosen.copy()
+    for length in np.unique(sequences.lengths[chosen]):
+        same = chosen[sequences.lengths[chosen] == length]
+        donors[np.isin(chosen, same)] = rng.permutation(same)
+    if len(chosen) == 0:
+        return sequences
+    latents, session_ids, session_starts = (a.copy() for a in (sequences.latents, sequences.session_ids, sequences.session_starts))
+    latents[chosen], session_ids[chosen], session_starts[chosen] = latents[donors], session_ids[donors], session_starts[donors]
+    rewards = sequences.rewards.copy()
+    observations = sequences.observations[chosen]
+    rewards[chosen] = reward(observations[:, :-1], sequences.actions[chosen], observations[:, 1:], latents[chosen, :-1])
+    return dataclasses.replace(sequences, rewards=rewards, latents=latents, session_ids=session_ids,
+                               session_starts=session_starts)
+
+
 def split_episodes(num_episodes: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """(training, validation) episode indices, a seeded split by episode."""
     order = np.random.default_rng([seed, 3]).permutation(num_episodes)
@@ -115,6 +154,7 @@ class BeliefTrainer:
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=train_config.learning_rate)
         self.rng = np.random.default_rng([train_config.seed, 4])
         self.step = 0
+        self.reward_function = reward_function_of(flat) if train_config.relabel_fraction > 0 else None
 
     def _fit_normalisation(self) -> None:
         episodes = self.train_episodes
@@ -131,7 +171,10 @@ class BeliefTrainer:
         self.model.train()
         size = min(self.train_config.batch_size, len(self.train_episodes))
         episodes = self.rng.choice(self.train_episodes, size=size, replace=False)
-        terms = self.model.loss(to_tensors(sequence_batch(self.flat, episodes)))
+        sequences = sequence_batch(self.flat, episodes)
+        if self.train_config.relabel_fraction > 0:
+            sequences = relabel_rewards(sequences, self.reward_function, self.train_config.relabel_fraction, self.rng)
+        terms = self.model.loss(to_tensors(sequences))
         self.optimizer.zero_grad()
         terms["total"].backward()
         torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.train_config.max_grad_norm)
