@@ -18,26 +18,11 @@ import statistics
 import time
 
 import gymnasium as gym
-import numpy as np
 
 import offline_dynamite  # noqa: F401  (registers the envs)
+from bench_envs import steps_per_second  # the same random-action loop as the other envs
 
 ENV_ID = "dynamite/ScratchItch-v0"
-
-
-def random_steps_per_second(steps: int, seed: int = 0) -> float:
-    env = gym.make(ENV_ID)
-    horizon = env.unwrapped.horizon
-    actions = np.random.default_rng(seed).uniform(-1.0, 1.0, size=(steps, 6)).astype(np.float32)
-    env.reset(seed=seed)
-    start = time.perf_counter()
-    for t in range(steps):
-        env.step(actions[t])
-        if (t + 1) % horizon == 0:
-            env.reset()
-    elapsed = time.perf_counter() - start
-    env.close()
-    return steps / elapsed
 
 
 def oracle_steps_per_second(steps: int, seed: int = 0) -> float:
@@ -66,7 +51,7 @@ def main() -> None:
 
     control_period = gym.make(ENV_ID).unwrapped.dt
     random_rate = statistics.median(
-        random_steps_per_second(args.steps, seed) for seed in range(args.repeats)
+        steps_per_second(ENV_ID, gym.make(ENV_ID).unwrapped.horizon, args.steps, seed) for seed in range(args.repeats)
     )
     oracle_rate = statistics.median(
         oracle_steps_per_second(args.steps // 4, seed) for seed in range(args.repeats)
