@@ -103,6 +103,7 @@ def belief(
     lr: Annotated[float, typer.Option(help="Adam learning rate.")] = 1e-3,
     seed: Annotated[int, typer.Option(help="Seed of the split, batches and initialisation.")] = 0,
     validation_fraction: Annotated[float, typer.Option(help="Share of episodes held out.")] = 0.1,
+    relabel_fraction: Annotated[float, typer.Option(help="Share of each batch relabelled under other latents (BOReL).")] = 0.5,
     threads: Annotated[int, typer.Option(min=1, help="Torch CPU threads (1 is bit-for-bit reproducible).")] = 1,
     out: Annotated[Path, typer.Option(help="Folder of run folders.")] = Path("runs"),
     resume: Annotated[Path | None, typer.Option(help="Continue the run in this folder exactly.")] = None,
@@ -118,7 +119,7 @@ def belief(
                 fail("give a dataset (main_data.hdf5, its folder or a dataset id), or --resume RUN_FOLDER")
             run_dir, trainer = runs.new_belief_run(
                 dataset, out, variant, steps=steps, batch_size=batch_size, learning_rate=lr, seed=seed,
-                validation_fraction=validation_fraction, threads=threads, latent_dim=latent_dim, consistency=consistency,
+                validation_fraction=validation_fraction, relabel_fraction=relabel_fraction, threads=threads, latent_dim=latent_dim, consistency=consistency,
                 latent_conditioning=latent_conditioning, session_masking=session_masking)
     except (ValueError, TypeError) as error:  # DatasetError, CheckpointError, bad configuration
         fail(str(error))

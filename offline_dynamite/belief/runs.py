@@ -21,7 +21,7 @@ def env_short_name(flat: FlatDataset) -> str:
 
 
 def new_belief_run(dataset: str, out: Path, variant: str, *, steps: int | None, batch_size: int, learning_rate: float,
-                   seed: int, validation_fraction: float, threads: int, latent_dim: int, consistency: bool,
+                   seed: int, validation_fraction: float, relabel_fraction: float, threads: int, latent_dim: int, consistency: bool,
                    latent_conditioning: bool, session_masking: bool) -> tuple[Path, BeliefTrainer]:
     data_file = resolve_data_file(dataset)
     flat = load_flat(data_file)
@@ -29,7 +29,7 @@ def new_belief_run(dataset: str, out: Path, variant: str, *, steps: int | None, 
                                session_masking=session_masking, latent_dim=latent_dim)
     train_config = BeliefTrainConfig(steps=steps or BeliefTrainConfig.steps, batch_size=batch_size,
                                      learning_rate=learning_rate, seed=seed, validation_fraction=validation_fraction,
-                                     threads=threads)
+                                     relabel_fraction=relabel_fraction, threads=threads)
     trainer = BeliefTrainer(flat, config, train_config)
     name = variant_name(variant, config)
     run_dir = out / f"{env_short_name(flat)}__belief-{name}__seed{seed}__{time.strftime('%Y%m%d-%H%M%S')}"

@@ -52,7 +52,7 @@ class BeliefTrainConfig:
     #: Share of each batch whose rewards are relabelled under another episode's latents (BOReL's
     #: remedy for MDP ambiguity: in offline data the behaviour often reveals the latent, so the
     #: posterior learns to read the behaviour instead of the rewards). Needs the env's reward().
-    relabel_fraction: float = 0.0
+    relabel_fraction: float = 0.5
     #: Torch CPU threads. One makes runs bit-for-bit reproducible: with more, MKL splits the
     #: reductions of large matrix products differently from run to run (last-bit differences).
     threads: int = 1
@@ -100,7 +100,8 @@ def reward_function_of(flat: FlatDataset):
         env = gym.make(gym.envs.registration.EnvSpec.from_json(spec)).unwrapped
         return env.reward
     except (TypeError, ValueError, AttributeError, gym.error.Error) as error:
-        raise ValueError(f"reward relabelling needs the dataset's env and its reward(): {error}") from None
+        raise ValueError(f"reward relabelling needs the dataset's env and its reward() ({error}): "
+                         "pass --relabel-fraction 0") from None
 
 
 def relabel_rewards(sequences: SequenceBatch, reward, fraction: float, rng: np.random.Generator) -> SequenceBatch:
@@ -154,7 +155,12 @@ class BeliefTrainer:
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=train_config.learning_rate)
         self.rng = np.random.default_rng([train_config.seed, 4])
         self.step = 0
-        self.reward_function = reward_function_of(flat) if train_config.relabel_fraction > 0 else None
+        self.reward_function = None
+        if train_config.relabel_fraction > 0:
+            if not flat.has_session_labels:
+                raise ValueError(f"reward relabelling needs the dataset's latents, and {flat.dataset_id} has no session "
+                                 "labels: pass --relabel-fraction 0")
+            self.reward_function = reward_function_of(flat)
 
     def _fit_normalisation(self) -> None:
         episodes = self.train_episodes
