@@ -17,6 +17,7 @@ HalfCheetah-v5's observation (``qpos[1:]`` then ``qvel``, 17 values) and reset n
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import mujoco
@@ -24,6 +25,7 @@ import numpy as np
 from gymnasium import spaces
 from gymnasium.envs.mujoco.mujoco_env import MujocoEnv
 
+from offline_dynamite.envs.mlp_policy import MLPPolicy
 from offline_dynamite.envs.session import SessionMixin
 from offline_dynamite.policies import OracleUnavailableError
 
@@ -37,6 +39,8 @@ class _HalfCheetahDLCMDP(SessionMixin, MujocoEnv):
 
     metadata = {"render_modes": ["human", "rgb_array", "depth_array"], "render_fps": 20}
     latent_size = 1
+    #: Name of the trained oracle's file in ``assets/oracles/``; set by each subclass.
+    oracle_file: str
 
     def __init__(
         self,
@@ -110,15 +114,27 @@ class _HalfCheetahDLCMDP(SessionMixin, MujocoEnv):
         tracking = np.abs(velocity - self._target_velocity(latent))
         return -tracking - CONTROL_COST_WEIGHT * np.square(action).sum(axis=-1)
 
-    def make_oracle(self):
-        raise OracleUnavailableError(
-            f"{type(self).__name__} has no scripted oracle: its oracle is a policy trained with "
-            "the latent in view, which the collectors ship (see docs/environments.md)"
-        )
+    def make_oracle(self) -> MLPPolicy:
+        """The shipped SAC actor trained with the latent in view (``collect/train_oracle.py``).
+
+        There is no scripted way to run a cheetah at a speed, so the oracle is a trained policy,
+        stored as plain matrices in ``assets/oracles/<oracle_file>`` and run with numpy.
+        """
+        path = Path(__file__).parent / "assets" / "oracles" / self.oracle_file
+        if not path.exists():
+            env_name = Path(self.oracle_file).stem
+            raise OracleUnavailableError(
+                f"{type(self).__name__}'s oracle {path} is missing: train it with "
+                f"`python -m collect.train_oracle --env {env_name}` (docs/environments.md gives "
+                "the exact command of the shipped file)"
+            )
+        return MLPPolicy.load(path)
 
 
 class HalfCheetahVelEnv(_HalfCheetahDLCMDP):
     """Latent (float32, 1): the target forward velocity in m/s."""
+
+    oracle_file = "halfcheetahvel.npz"
 
     def __init__(
         self,
@@ -161,6 +177,8 @@ class HalfCheetahVelEnv(_HalfCheetahDLCMDP):
 
 class HalfCheetahWindEnv(_HalfCheetahDLCMDP):
     """Latent (float32, 1): the horizontal wind force on the torso in newtons."""
+
+    oracle_file = "halfcheetahwind.npz"
 
     def __init__(
         self,
