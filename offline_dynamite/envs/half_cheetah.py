@@ -18,7 +18,6 @@ HalfCheetah-v5's observation (``qpos[1:]`` then ``qvel``, 17 values) and reset n
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import mujoco
 import numpy as np
@@ -26,7 +25,7 @@ from gymnasium import spaces
 from gymnasium.envs.mujoco.mujoco_env import MujocoEnv
 
 from offline_dynamite.envs.mlp_policy import MLPPolicy
-from offline_dynamite.envs.session import SessionMixin
+from offline_dynamite.envs.mujoco_session import MujocoSessionEnv
 from offline_dynamite.policies import OracleUnavailableError
 
 FORWARD_VELOCITY_INDEX = 8  # qvel[0] follows the 8 values of qpos[1:]
@@ -34,7 +33,7 @@ CONTROL_COST_WEIGHT = 0.05
 TOTAL_MASS = 14.0  # half_cheetah.xml's settotalmass
 
 
-class _HalfCheetahDLCMDP(SessionMixin, MujocoEnv):
+class _HalfCheetahDLCMDP(MujocoSessionEnv):
     """HalfCheetah dynamics and observation; subclasses define the latent and the target."""
 
     metadata = {"render_modes": ["human", "rgb_array", "depth_array"], "render_fps": 20}
@@ -93,19 +92,6 @@ class _HalfCheetahDLCMDP(SessionMixin, MujocoEnv):
         self.set_state(qpos, qvel)
         self._reset_info = self._begin_episode()
         return self._get_obs()
-
-    def _get_reset_info(self) -> dict[str, Any]:
-        return self._reset_info
-
-    def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
-        action = self._check_action(action)
-        self.do_simulation(action, self.frame_skip)
-        obs = self._get_obs()
-        reward = float(self.reward(None, action, obs, self._latent))
-        truncated, info = self._end_step()
-        if self.render_mode == "human":
-            self.render()
-        return obs, reward, False, truncated, info
 
     def reward(
         self, obs: np.ndarray | None, action: np.ndarray, next_obs: np.ndarray, latent: np.ndarray

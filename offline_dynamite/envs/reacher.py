@@ -10,20 +10,19 @@ of the observation and the latent.
 
 from __future__ import annotations
 
-from typing import Any
 
 import numpy as np
 from gymnasium import spaces
 from gymnasium.envs.mujoco.mujoco_env import MujocoEnv
 
-from offline_dynamite.envs.session import SessionMixin
+from offline_dynamite.envs.mujoco_session import MujocoSessionEnv
 from offline_dynamite.policies import DeterministicPolicy
 
 # Link lengths of reacher.xml: shoulder→elbow 0.1 m, elbow→fingertip 0.11 m.
 LINK_LENGTHS = (0.1, 0.11)
 
 
-class ReacherEnv(SessionMixin, MujocoEnv):
+class ReacherEnv(MujocoSessionEnv):
     """Observation (float64, 8): cos q (2), sin q (2), joint velocities (2), fingertip (x, y).
     Latent (float32, 2): goal (x, y) in metres. Action: joint torques in [-1, 1]²."""
 
@@ -93,19 +92,6 @@ class ReacherEnv(SessionMixin, MujocoEnv):
         self.set_state(qpos, qvel)
         self._reset_info = self._begin_episode()
         return self._get_obs()
-
-    def _get_reset_info(self) -> dict[str, Any]:
-        return self._reset_info
-
-    def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
-        action = self._check_action(action)
-        self.do_simulation(action, self.frame_skip)
-        obs = self._get_obs()
-        reward = float(self.reward(None, action, obs, self._latent))
-        truncated, info = self._end_step()
-        if self.render_mode == "human":
-            self.render()
-        return obs, reward, False, truncated, info
 
     def reward(
         self, obs: np.ndarray | None, action: np.ndarray, next_obs: np.ndarray, latent: np.ndarray
