@@ -23,8 +23,15 @@ def mean_reward_per_step_by_session(rollouts, sessions: int) -> np.ndarray:
 
 
 # Per-step reward gap that counts as a wide margin: the gridworld pays +1 on the goal against
-# -0.1 elsewhere; Reacher's random arm flails at ≈ -0.85 per step against an oracle near 0.
-WIDE_MARGIN = {"dynamite/Gridworld-v0": 0.4, "dynamite/Reacher-v0": 0.5}
+# -0.1 elsewhere; Reacher's random arm flails at ≈ -0.85 per step against an oracle near 0; a
+# random cheetah barely moves and loses ≈ 1.7-2.1 per step, the shipped SAC oracles (trained,
+# tracking the target to about half a m/s) ≈ 0.6-0.95.
+WIDE_MARGIN = {
+    "dynamite/Gridworld-v0": 0.4,
+    "dynamite/Reacher-v0": 0.5,
+    "dynamite/HalfCheetahVel-v0": 0.8,
+    "dynamite/HalfCheetahWind-v0": 0.8,
+}
 
 
 @pytest.mark.parametrize("env_id", sorted(WIDE_MARGIN))
@@ -66,22 +73,6 @@ def test_reacher_oracle_reaches_each_new_goal():
         for _ in range(60):
             obs, *_ = env.step(oracle.act(obs[None], info["latent"][None])[0])
         assert np.linalg.norm(obs[6:8] - info["latent"]) < 0.01
-
-
-# A random cheetah barely moves: it loses ≈ 1.7-2.1 per step (|v - target| plus the control cost)
-# in each of the first three sessions. The shipped SAC oracles lose ≈ 0.6-0.95 (they track the
-# target to about half a m/s, docs/oracles_cheetah.md), so 0.8 per step is a wide margin.
-@pytest.mark.parametrize("env_id", ["dynamite/HalfCheetahVel-v0", "dynamite/HalfCheetahWind-v0"])
-def test_shipped_cheetah_oracle_beats_random_by_a_wide_margin_in_every_session(env_id):
-    env = gym.make(env_id)
-    oracle = env.unwrapped.make_oracle()
-    assert isinstance(oracle, BatchPolicy)
-    expert = run_episodes(env_id, oracle, 24, seed=0)
-    random = run_episodes(env_id, RandomPolicy(env.action_space), 24, seed=0)
-    np.testing.assert_array_equal(expert.latents, random.latents)
-    assert (expert.sessions_per_episode >= 3).sum() >= 12, "too few episodes reach session 3"
-    gap = mean_reward_per_step_by_session(expert, 3) - mean_reward_per_step_by_session(random, 3)
-    assert (gap > 0.8).all(), gap
 
 
 def test_rollouts_are_reproducible_and_independent_of_batching():
