@@ -193,7 +193,8 @@ def card_markdown(flat: FlatDataset, summary: Summary, recipe_file: Path | None)
     for index, row in enumerate(summary.per_behaviour.iter_rows(named=True)):
         lines.append(f"| {row['policy']} | {weights.get(index, '')} | {row['episodes']} | "
                      f"{row['return_mean']:.2f} ± {(row['return_std'] or 0.0):.2f} |")
-    lines += ["", "## Per latent", "", "| latent | sessions | mean length | reward per step |", "| --- | ---: | ---: | ---: |"]
+    lines += ["", "## Per latent", "", "| latent (first coordinate) | sessions | mean length | reward per step |",
+              "| --- | ---: | ---: | ---: |"]
     for row in summary.per_latent.iter_rows():
         lines.append(f"| {row[0]} | {row[1]} | {row[2]:.1f} | {row[3]:.3f} |")
     versions = dynamite.get("versions", {})
