@@ -15,6 +15,7 @@ replaced dataset (``overwrite``) is removed only after the new one is in place.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import multiprocessing
@@ -261,7 +262,7 @@ def collect(
         hasher = ContentHasher()
         steps = 0
         reference_returns: list[float] = []
-        with _results(data_tasks + reference_tasks, workers) as results, \
+        with _task_results(data_tasks + reference_tasks, workers) as results, \
                 h5py.File(partial / "data" / "main_data.hdf5", "w", track_order=True) as file:
             for index, chunk in enumerate(results):
                 if index >= len(data_tasks):
@@ -288,27 +289,23 @@ def collect(
                          time.perf_counter() - start, metadata["dynamite"]["content_sha256"], ref_min, ref_max)
 
 
-class _results:
+@contextlib.contextmanager
+def _task_results(tasks: list[_Task], workers: int) -> Iterator[Iterator[list[tuple[int, int, int, Trajectory]]]]:
     """Task results in task order: in this process for one worker, else from a process pool."""
-
-    def __init__(self, tasks: list[_Task], workers: int) -> None:
-        self.tasks, self.workers, self.pool = tasks, workers, None
-
-    def __enter__(self) -> Iterator[list[tuple[int, int, int, Trajectory]]]:
-        if self.workers <= 1:
-            return map(_roll_out, self.tasks)
-        # forkserver, not fork: workers start clean even if the parent has imported torch (whose
-        # thread pools do not survive a fork), and, with the writer preloaded in the server,
-        # faster than spawn, which imports gymnasium and MuJoCo again in every worker.
-        context = multiprocessing.get_context("forkserver")
-        context.set_forkserver_preload(["collect.writer"])
-        self.pool = context.Pool(self.workers, initializer=_ignore_sigint)
-        return self.pool.imap(_roll_out, self.tasks)
-
-    def __exit__(self, *exc_info: Any) -> None:
-        if self.pool is not None:
-            self.pool.terminate()
-            self.pool.join()
+    if workers <= 1:
+        yield map(_roll_out, tasks)
+        return
+    # forkserver, not fork: workers start clean even if the parent has imported torch (whose
+    # thread pools do not survive a fork), and, with the writer preloaded in the server,
+    # faster than spawn, which imports gymnasium and MuJoCo again in every worker.
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["collect.writer"])
+    pool = context.Pool(workers, initializer=_ignore_sigint)
+    try:
+        yield pool.imap(_roll_out, tasks)
+    finally:
+        pool.terminate()
+        pool.join()
 
 
 def _move_into_place(partial: Path, final_dir: Path, root: Path, dataset_id: str) -> None:
