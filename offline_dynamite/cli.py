@@ -6,7 +6,6 @@ from pathlib import Path
 from typing import Annotated
 
 import gymnasium as gym
-import numpy as np
 import typer
 from rich.console import Console
 from rich.table import Table

@@ -19,7 +19,6 @@ import warnings
 from pathlib import Path
 
 import gymnasium as gym
-import numpy as np
 
 from collect.policies import Behaviour
 from collect.recipe import load_recipe
@@ -35,7 +34,6 @@ def ours(recipe, root: Path, workers: int) -> tuple[float, int]:
 
 
 def minari_data_collector(recipe, root: Path) -> tuple[float, int]:
-    import minari
     from minari import DataCollector
 
     os.environ["MINARI_DATASETS_PATH"] = str(root)
