@@ -300,7 +300,14 @@ def _task_results(tasks: list[_Task], workers: int) -> Iterator[Iterator[list[tu
     # faster than spawn, which imports gymnasium and MuJoCo again in every worker.
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(["collect.writer"])
-    pool = context.Pool(workers, initializer=_ignore_sigint)
+    # A Ctrl-C while the forkserver and the workers start would hit them before they ignore it
+    # (tracebacks from half-imported children) and could be lost for the main process: hold it
+    # back until the pool is up, then let it through.
+    held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        pool = context.Pool(workers, initializer=_ignore_sigint)
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, held)
     try:
         yield pool.imap(_roll_out, tasks)
     finally:
