@@ -18,6 +18,7 @@ from rich.table import Table
 
 from collect.recipe import RecipeError, default_recipe_path, load_recipe, recipe_path
 from collect.writer import DatasetExistsError, collect, datasets_root
+from offline_dynamite.cli import fail
 from offline_dynamite.data import DatasetError, FlatDataset, load_flat
 
 app = typer.Typer(
@@ -32,12 +33,6 @@ RootOption = Annotated[
     Path | None,
     typer.Option(help="Minari datasets root [default: $MINARI_DATASETS_PATH or ~/.minari/datasets]."),
 ]
-
-
-def fail(message: str, code: int = 2) -> None:
-    """Print one error line and exit non-zero."""
-    Console(stderr=True, soft_wrap=True).print(f"[bold red]error:[/] {message}", highlight=False)
-    raise typer.Exit(code=code)
 
 
 def _use_root(root: Path | None) -> Path:

@@ -24,10 +24,10 @@ app = typer.Typer(
 console = Console()
 
 
-def fail(message: str) -> None:
-    """Print one error line and exit non-zero."""
+def fail(message: str, code: int = 2) -> None:
+    """Print one error line and exit non-zero (shared by every dynamite-rl command line)."""
     Console(stderr=True, soft_wrap=True).print(f"[bold red]error:[/] {message}", highlight=False)
-    raise typer.Exit(code=2)
+    raise typer.Exit(code=code)
 
 
 @app.callback()

@@ -163,11 +163,7 @@ class BeliefTrainer:
             self.reward_function = reward_function_of(flat)
 
     def _fit_normalisation(self) -> None:
-        episodes = self.train_episodes
-        starts = self.flat.episode_starts
-        in_train = np.zeros(self.flat.num_transitions, dtype=bool)
-        for e in episodes:  # once per fit: marking rows, not the training hot path
-            in_train[starts[e]:starts[e + 1]] = True
+        in_train = np.isin(self.flat.episode_index(), self.train_episodes)
         observations = self.flat.observations[self.flat.observation_rows()[in_train]]
         rewards = self.flat.rewards[in_train]
         self.model.set_normalisation(observations.mean(0), observations.std(0), max(float(rewards.std()), 1e-3))
