@@ -10,9 +10,11 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from offline_dynamite.belief.trainer import BeliefTrainConfig
 from offline_dynamite.envs import ENV_IDS, resolve_env_id
 from offline_dynamite.policies import OracleUnavailableError, RandomPolicy
 from offline_dynamite.rollout import run_episodes
+from offline_dynamite.train.config import PolicyTrainConfig
 
 app = typer.Typer(
     help="dynamite-rl's core: DLCMDP simulators and offline DynaMITE-RL.",
@@ -129,6 +131,62 @@ def belief(
     table.add_column("value", justify="right")
     for key, value in diagnostics.items():
         table.add_row(key, f"{value:.4f}")
+    console.print(table)
+
+
+@app.command()
+def train(
+    dataset: Annotated[str | None, typer.Argument(help="main_data.hdf5, its dataset folder, or a dataset id.")] = None,
+    variant: Annotated[str | None, typer.Option(
+        help="dynamite, varibad, no-belief (states only) or oracle (true latent) [default: dynamite, or --belief's]")] = None,
+    consistency: Annotated[bool, typer.Option(help="DynaMITE's latent consistency term.")] = True,
+    latent_conditioning: Annotated[bool, typer.Option(help="DynaMITE's latent dynamics prior and conditioning.")] = True,
+    session_masking: Annotated[bool, typer.Option(help="DynaMITE's session-masked reconstruction.")] = True,
+    latent_dim: Annotated[int, typer.Option(min=1, help="Size of the latent belief.")] = 5,
+    belief: Annotated[Path | None, typer.Option(help="A trained belief (belief.pt or its run folder) instead of fitting one.")] = None,
+    belief_steps: Annotated[int, typer.Option(min=1, help="Gradient steps of the belief fit.")] = BeliefTrainConfig.steps,
+    relabel_fraction: Annotated[float, typer.Option(
+        help="Share of each belief batch relabelled under other latents (BOReL).")] = BeliefTrainConfig.relabel_fraction,
+    algo: Annotated[str | None, typer.Option(
+        help="iql or cql (continuous actions), discrete-cql (discrete) [default: iql, or discrete-cql for discrete actions]")] = None,
+    steps: Annotated[int | None, typer.Option(min=1, help="Policy updates [default: 10000; with --resume, the run's].")] = None,
+    batch_size: Annotated[int, typer.Option(min=1, help="Transitions per policy update.")] = PolicyTrainConfig.batch_size,
+    policy_relabel_fraction: Annotated[float, typer.Option(
+        help="Add this share of episodes again under other episodes' latents, rewards from the env (BOReL).")] = 0.0,
+    seed: Annotated[int, typer.Option(help="Seed of the belief fit, the relabelling and the policy.")] = 0,
+    threads: Annotated[int, typer.Option(min=1, help="Torch CPU threads (1 is bit-for-bit reproducible).")] = 1,
+    out: Annotated[Path, typer.Option(help="Folder of run folders.")] = Path("runs"),
+    resume: Annotated[Path | None, typer.Option(help="Continue the run in this folder exactly.")] = None,
+) -> None:
+    """Fit the belief, relabel the dataset into hyper-states, train a conservative offline policy."""
+    from offline_dynamite.train import runs
+
+    try:
+        if resume is not None:
+            run = runs.resume_train_run(resume, steps)
+        else:
+            if dataset is None:
+                fail("give a dataset (main_data.hdf5, its folder or a dataset id), or --resume RUN_FOLDER")
+            run = runs.new_train_run(
+                dataset, out, variant=variant, latent_dim=latent_dim, belief=belief,
+                ablations={"consistency": consistency, "latent_conditioning": latent_conditioning,
+                           "session_masking": session_masking},
+                belief_train_config=BeliefTrainConfig(steps=belief_steps, relabel_fraction=relabel_fraction,
+                                                      seed=seed, threads=threads),
+                policy_config=PolicyTrainConfig(algo=algo, steps=steps or PolicyTrainConfig.steps, batch_size=batch_size,
+                                                seed=seed, relabel_fraction=policy_relabel_fraction, threads=threads))
+    except (ValueError, TypeError) as error:  # DatasetError, CheckpointError, bad configuration
+        fail(str(error))
+    console.print(f"run folder: {run.run_dir}", soft_wrap=True)
+    try:
+        record = runs.execute(run, console)
+    except KeyboardInterrupt:
+        fail(f"interrupted; continue with: dynamite-offline train --resume {run.run_dir}", code=130)
+    table = Table(title=f"{record['variant']} · {record['algo']} · {record['step']} policy updates")
+    table.add_column("stage")
+    table.add_column("seconds", justify="right")
+    for stage, seconds in record["timings"].items():
+        table.add_row(stage.removesuffix("_s"), f"{seconds:.1f}")
     console.print(table)
 
 

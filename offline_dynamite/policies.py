@@ -26,6 +26,15 @@ class BatchPolicy(Protocol):
         """Actions ``[B, *action_shape]`` for observations ``[B, ...]`` and latents ``[B, k]``."""
 
 
+@runtime_checkable
+class RewardFeedback(Protocol):
+    """A policy with memory of what its actions earned (e.g. a belief): roll-outs call
+    :meth:`observe_rewards` after every step."""
+
+    def observe_rewards(self, rewards: np.ndarray) -> None:
+        """The rewards ``[B]`` that the last actions earned."""
+
+
 class OracleUnavailableError(RuntimeError):
     """The env has no latent-aware oracle shipped."""
 

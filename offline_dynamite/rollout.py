@@ -16,7 +16,7 @@ import gymnasium as gym
 import numpy as np
 
 import offline_dynamite  # noqa: F401  (registers the envs)
-from offline_dynamite.policies import BatchPolicy
+from offline_dynamite.policies import BatchPolicy, RewardFeedback
 
 
 def episode_seed(seed: int, episode: int) -> int:
@@ -62,6 +62,8 @@ def run_batch(
         terminations.append([step[2] for step in steps])
         truncations.append([step[3] for step in steps])
         infos.append([step[4] for step in steps])
+        if isinstance(policy, RewardFeedback):
+            policy.observe_rewards(np.asarray(rewards[-1], dtype=np.float64))
         if all(step[2] or step[3] for step in steps):
             break
     observations_, actions_ = np.stack(observations, axis=1), np.stack(actions, axis=1)

@@ -61,6 +61,16 @@ class Beliefs:
 
 
 @dataclass
+class OnlineState:
+    """What the posterior carries from one step to the next when run online (a batch of envs)."""
+
+    hidden: torch.Tensor  # [B, H]: the GRU state
+    condition: torch.Tensor | None  # [B, 2k]: the latent dynamics' prior of the current session
+    previous_belief: torch.Tensor | None  # [B, 2k]: (mu, logvar) of the last belief
+    steps: int  # beliefs produced so far (the index t of the next one)
+
+
+@dataclass
 class Batch:
     """A padded batch as tensors (see :class:`offline_dynamite.data.SequenceBatch`)."""
 
@@ -163,6 +173,48 @@ class BeliefModel(nn.Module):
         hidden = self.hidden_states(observations, actions, rewards)
         labels = losses.belief_sessions(batch.session_ids) if use_labels else None
         return self.beliefs(hidden, batch.lengths, labels)
+
+    # ------------------------------------------------------------------ online
+    def initial_state(self, batch_size: int) -> OnlineState:
+        k2 = 2 * self.config.latent_dim
+        condition = torch.zeros(batch_size, k2) if self.latent_dynamics is not None else None
+        return OnlineState(torch.zeros(batch_size, self.config.hidden_size), condition, None, 0)
+
+    @torch.no_grad()
+    def step(self, state: OnlineState, observations: torch.Tensor, previous_actions: torch.Tensor | None,
+             previous_rewards: torch.Tensor | None) -> tuple[OnlineState, Beliefs]:
+        """The next belief b_t from s_t, a_{t-1} and r_{t-1} (``None`` at t = 0): the same
+        function as :meth:`encode` on the whole sequence, one step at a time.
+
+        Returns beliefs of shape ``[B, 1, ·]`` and the state to pass to the next call.
+        """
+        batch = observations.shape[0]
+        if state.steps == 0:
+            previous_actions = torch.zeros(batch, self.spec.action_size)
+            previous_rewards = torch.zeros(batch, 1)
+        else:
+            if previous_actions is None or previous_rewards is None:
+                raise ValueError("after the first step the posterior needs the previous actions and rewards")
+            previous_actions = self._actions(previous_actions.reshape(batch, 1, -1))[:, 0]
+            previous_rewards = previous_rewards.float().reshape(batch, 1) / self.reward_scale
+        inputs = torch.cat([F.relu(self.state_embed(self._observations(observations))),
+                            F.relu(self.action_embed(previous_actions)),
+                            F.relu(self.reward_embed(previous_rewards))], dim=-1)
+        hidden = self.gru(inputs[:, None], state.hidden[None])[0][:, 0]
+        logits = self.termination_head(hidden)[:, 0] if self.termination_head is not None else None
+        condition = state.condition
+        if condition is not None:
+            # b_0 and b_1 belong to session 0 by definition, as in losses.sessions_from_boundaries.
+            opens = (logits > 0) & (state.steps >= 2)
+            if opens.any():
+                condition = torch.where(opens[:, None], self.latent_dynamics(state.previous_belief), condition)
+            belief = self.belief_head(torch.cat([hidden, condition], dim=-1))
+        else:
+            belief = self.belief_head(hidden)
+        mu, logvar = belief.chunk(2, dim=-1)
+        beliefs = Beliefs(mu[:, None], logvar[:, None], None if logits is None else logits[:, None],
+                          torch.zeros(batch, 1, dtype=torch.long), None)
+        return OnlineState(hidden, condition, belief, state.steps + 1), beliefs
 
     def transitions(self, observations: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         """[B, T, ·]: what the reward decoder sees of each transition (normalised inputs):

@@ -10,8 +10,15 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from offline_dynamite.belief.config import BeliefConfig, belief_config_for, variant_name
-from offline_dynamite.belief.trainer import BeliefTrainConfig, BeliefTrainer, CheckpointError, fit, load_checkpoint, start_run
+from offline_dynamite.belief.trainer import (
+    BeliefTrainConfig,
+    BeliefTrainer,
+    fit,
+    load_checkpoint,
+    start_run,
+)
 from offline_dynamite.data import FlatDataset, load_flat, resolve_data_file
+from offline_dynamite.run_folder import read_record
 
 
 def env_short_name(flat: FlatDataset) -> str:
@@ -38,10 +45,7 @@ def new_belief_run(dataset: str, out: Path, variant: str, *, steps: int | None, 
 
 
 def resume_belief_run(run_dir: Path, steps: int | None) -> tuple[Path, BeliefTrainer]:
-    record_file = run_dir / "run.json"
-    if not record_file.is_file():
-        raise CheckpointError(f"{run_dir} is not a run folder (no run.json)")
-    record = json.loads(record_file.read_text())
+    record = read_record(run_dir)
     state = load_checkpoint(run_dir / "belief.pt")
     train_config = BeliefTrainConfig(**state["train_config"])
     if steps is not None:

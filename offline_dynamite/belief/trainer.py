@@ -8,14 +8,12 @@ where it stopped: weights, optimiser state, step, both random generators and the
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import json
 import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +26,7 @@ from offline_dynamite.belief.config import BeliefConfig
 from offline_dynamite.belief.diagnostics import diagnose
 from offline_dynamite.belief.model import BeliefModel, DataSpec, to_tensors
 from offline_dynamite.data import FlatDataset, SequenceBatch, sequence_batch
+from offline_dynamite.run_folder import append_metrics, update_record, versions
 
 CHECKPOINT_FORMAT = "dynamite-rl/belief-checkpoint"
 CHECKPOINT_VERSION = 1
@@ -93,15 +92,16 @@ def check_trainable(flat: FlatDataset, config: BeliefConfig) -> None:
             raise ValueError(f"dataset {flat.dataset_id} has non-finite values in {field}: run dynamite-collect validate")
 
 
-def reward_function_of(flat: FlatDataset):
-    """The vectorised ``reward(obs, action, next_obs, latent)`` of the dataset's env."""
+def reward_function_of(flat: FlatDataset, flag: str = "--relabel-fraction"):
+    """The vectorised ``reward(obs, action, next_obs, latent)`` of the dataset's env (``flag``: the
+    option that turns the relabelling which needs it off, named in the error)."""
     spec = flat.metadata.get("env_spec")
     try:
         env = gym.make(gym.envs.registration.EnvSpec.from_json(spec)).unwrapped
         return env.reward
-    except (TypeError, ValueError, AttributeError, gym.error.Error) as error:
+    except (TypeError, ValueError, AttributeError, ImportError, gym.error.Error) as error:
         raise ValueError(f"reward relabelling needs the dataset's env and its reward() ({error}): "
-                         "pass --relabel-fraction 0") from None
+                         f"pass {flag} 0") from None
 
 
 def relabel_rewards(sequences: SequenceBatch, reward, fraction: float, rng: np.random.Generator) -> SequenceBatch:
@@ -132,10 +132,6 @@ def split_episodes(num_episodes: int, fraction: float, seed: int) -> tuple[np.nd
     held_out = int(round(fraction * num_episodes)) if num_episodes > 1 else 0
     held_out = min(max(held_out, 1 if fraction > 0 and num_episodes > 1 else 0), num_episodes - 1)
     return np.sort(order[held_out:]), np.sort(order[:held_out])
-
-
-def versions() -> dict[str, str]:
-    return {name: version(name) for name in ("dynamite-rl", "torch", "numpy", "minari", "gymnasium")}
 
 
 class BeliefTrainer:
@@ -266,7 +262,7 @@ def fit(trainer: BeliefTrainer, run_dir: Path, on_log: Callable[[int, dict[str, 
     config = trainer.train_config
     metrics_file = run_dir / "metrics.csv"
     checkpoint_file = run_dir / "belief.pt"
-    _update_run(run_dir, status="running")
+    update_record(run_dir, status="running")
     window: list[dict[str, float]] = []
     started = time.perf_counter()
     try:
@@ -277,7 +273,7 @@ def fit(trainer: BeliefTrainer, run_dir: Path, on_log: Callable[[int, dict[str, 
                 row = {key: float(np.mean([w[key] for w in window])) for key in window[0] if key != "transitions"}
                 row["transitions_per_second"] = sum(w["transitions"] for w in window) / max(elapsed, 1e-9)
                 row |= {f"validation_{key}": value for key, value in trainer.validation_terms().items()}
-                _append_metrics(metrics_file, trainer.step, row)
+                append_metrics(metrics_file, trainer.step, row)
                 if on_log is not None:
                     on_log(trainer.step, row)
                 window, started = [], time.perf_counter()
@@ -285,36 +281,18 @@ def fit(trainer: BeliefTrainer, run_dir: Path, on_log: Callable[[int, dict[str, 
                 trainer.save(checkpoint_file)
     except KeyboardInterrupt:
         trainer.save(checkpoint_file)
-        _update_run(run_dir, status="interrupted", step=trainer.step)
+        update_record(run_dir, status="interrupted", step=trainer.step)
         raise
     trainer.save(checkpoint_file)
     diagnostics = trainer.diagnostics()
     (run_dir / "diagnostics.json").write_text(json.dumps(diagnostics, indent=2) + "\n")
-    _update_run(run_dir, status="complete", step=trainer.step)
+    update_record(run_dir, status="complete", step=trainer.step)
     return diagnostics
-
-
-def _append_metrics(path: Path, step: int, row: dict[str, float]) -> None:
-    new = not path.exists()
-    with open(path, "a", newline="") as handle:
-        writer = csv.writer(handle)
-        if new:
-            writer.writerow(["step", *row])
-        writer.writerow([step, *(f"{value:.6g}" for value in row.values())])
-
-
-def _update_run(run_dir: Path, **changes: Any) -> None:
-    path = run_dir / "run.json"
-    record = json.loads(path.read_text()) if path.exists() else {}
-    record.update(changes)
-    partial = path.with_name("run.json.partial")
-    partial.write_text(json.dumps(record, indent=2) + "\n")
-    os.replace(partial, path)
 
 
 def start_run(run_dir: Path, trainer: BeliefTrainer, variant: str, dataset_file: Path) -> None:
     run_dir.mkdir(parents=True, exist_ok=False)
-    _update_run(
+    update_record(
         run_dir,
         kind="belief",
         variant=variant,

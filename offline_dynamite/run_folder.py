@@ -1,0 +1,49 @@
+"""The files every run folder shares: ``run.json`` (what was run and how far it got) and
+``metrics.csv`` (one row per logged step). Both are written so that a crash never leaves them
+half-written: the record atomically, the metrics one whole line at a time."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+RECORD = "run.json"
+
+
+def versions(*packages: str) -> dict[str, str]:
+    """Installed versions of dynamite-rl and the packages a run depends on."""
+    names = ("dynamite-rl", "torch", "numpy", "minari", "gymnasium", *packages)
+    return {name: version(name) for name in names}
+
+
+def read_record(run_dir: Path) -> dict[str, Any]:
+    path = run_dir / RECORD
+    if not path.is_file():
+        raise ValueError(f"{run_dir} is not a run folder (no {RECORD})")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError:
+        raise ValueError(f"{path} is corrupted (not JSON)") from None
+
+
+def update_record(run_dir: Path, **changes: Any) -> dict[str, Any]:
+    path = run_dir / RECORD
+    record = json.loads(path.read_text()) if path.exists() else {}
+    record.update(changes)
+    partial = path.with_name(RECORD + ".partial")
+    partial.write_text(json.dumps(record, indent=2) + "\n")
+    os.replace(partial, path)
+    return record
+
+
+def append_metrics(path: Path, step: int, row: dict[str, float]) -> None:
+    new = not path.exists()
+    with open(path, "a", newline="") as handle:
+        writer = csv.writer(handle)
+        if new:
+            writer.writerow(["step", *row])
+        writer.writerow([step, *(f"{value:.6g}" for value in row.values())])
