@@ -17,8 +17,13 @@ import torch
 
 from collect.recipe import load_recipe
 from collect.writer import collect
-from offline_dynamite.belief.trainer import BeliefTrainConfig, load_checkpoint, model_from_checkpoint, reward_function_of
 from offline_dynamite.belief.model import to_tensors
+from offline_dynamite.belief.trainer import (
+    BeliefTrainConfig,
+    load_checkpoint,
+    model_from_checkpoint,
+    reward_function_of,
+)
 from offline_dynamite.data import load_flat, sequence_batch
 from offline_dynamite.online import ClosedLoopPolicy, OnlinePolicy
 from offline_dynamite.rollout import run_episodes

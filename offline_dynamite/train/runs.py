@@ -30,13 +30,24 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from offline_dynamite.belief.config import BeliefConfig, variant_name
 from offline_dynamite.belief.model import BeliefModel
 from offline_dynamite.belief.runs import env_short_name, fit_with_progress, resume_belief_run
-from offline_dynamite.belief.trainer import (BeliefTrainConfig, BeliefTrainer, data_spec, load_checkpoint,
-                                             model_from_checkpoint, reward_function_of, start_run)
+from offline_dynamite.belief.trainer import (
+    BeliefTrainConfig,
+    BeliefTrainer,
+    data_spec,
+    load_checkpoint,
+    model_from_checkpoint,
+    reward_function_of,
+    start_run,
+)
 from offline_dynamite.data import FlatDataset, load_flat, resolve_data_file
 from offline_dynamite.run_folder import read_record, update_record, versions
 from offline_dynamite.train import hyperstates
 from offline_dynamite.train.algos import choose_algo
-from offline_dynamite.train.config import PolicyTrainConfig, belief_config_of_variant, variant_of_belief
+from offline_dynamite.train.config import (
+    PolicyTrainConfig,
+    belief_config_of_variant,
+    variant_of_belief,
+)
 from offline_dynamite.train.trainer import CHECKPOINT, PolicyTrainer, fit_policy
 
 BELIEF_DIR = "belief"
@@ -53,10 +64,6 @@ class TrainRun:
     variant: str  # the base variant: dynamite, varibad, no-belief or oracle
     policy_config: PolicyTrainConfig
     belief_trainer: BeliefTrainer | None  # a belief to fit or finish here; None if given or not needed
-
-    @property
-    def record(self) -> dict[str, Any]:
-        return read_record(self.run_dir)
 
 
 def new_train_run(dataset: str, out: Path, *, variant: str | None, ablations: dict[str, bool], latent_dim: int,

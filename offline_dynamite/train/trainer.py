@@ -14,7 +14,6 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
 
 import gymnasium as gym
 import numpy as np
@@ -115,10 +114,3 @@ def fit_policy(trainer: PolicyTrainer, run_dir: Path,
     trainer.save(checkpoint)
     trainer.export(run_dir / POLICY)
 
-
-def checkpoint_state(path: Path) -> dict[str, Any] | None:
-    """The saved step and configuration of a policy checkpoint, if there is one."""
-    if not path.is_file():
-        return None
-    state = torch.load(path, map_location="cpu", weights_only=False)
-    return {"step": state["step"], "config": state["config"]}
