@@ -61,6 +61,12 @@ class OnlinePolicy:
             belief = model_from_checkpoint(load_checkpoint(run_dir / BELIEF_DIR / BELIEF_CHECKPOINT))
         return cls(algo, record["base_variant"], deserialize_space(record["action_space"]), belief, record)
 
+    @property
+    def observation_size(self) -> int | None:
+        """The number of observation values the policy was trained on (from the run's record)."""
+        layout = self.record.get("hyper_state")
+        return int(layout[0][1]) if layout else None
+
     # ------------------------------------------------------------------ acting
     def reset(self, num_envs: int) -> None:
         """Start ``num_envs`` new episodes: beliefs back to their prior."""

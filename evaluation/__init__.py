@@ -1,0 +1,1 @@
+"""Online evaluation of trained runs in the DLCMDP simulators (``dynamite-eval``)."""
