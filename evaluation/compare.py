@@ -130,6 +130,32 @@ def plot_belief_trace(time_steps: np.ndarray, latents: np.ndarray, belief: np.nd
     _save(figure, path)
 
 
+def plot_switch_sweep(returns: dict[tuple[str, float], list[float]], path: Path) -> None:
+    """Box plots of episode returns per switch probability, one box per variant."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    variants = sorted({variant for variant, _ in returns})
+    probabilities = sorted({p for _, p in returns})
+    figure, axes = plt.subplots(figsize=(1.2 + 1.1 * len(probabilities) * len(variants), 3.8))
+    width = 0.8 / len(variants)
+    for index, variant in enumerate(variants):
+        positions = [p_index + (index - (len(variants) - 1) / 2) * width for p_index in range(len(probabilities))]
+        boxes = axes.boxplot([returns.get((variant, p), []) for p in probabilities], positions=positions,
+                             widths=width * 0.9, patch_artist=True)
+        for box in boxes["boxes"]:
+            box.set_facecolor(f"C{index}")
+        axes.plot([], [], color=f"C{index}", linewidth=8, label=variant)
+    axes.set_xticks(range(len(probabilities)), [f"{p:g}" for p in probabilities])
+    axes.set_xlabel("session switch probability per step")
+    axes.set_ylabel("episode return")
+    axes.legend(fontsize="small")
+    figure.tight_layout()
+    _save(figure, path)
+
+
 def _save(figure, path: Path) -> None:
     import matplotlib.pyplot as plt
 

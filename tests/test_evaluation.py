@@ -133,3 +133,40 @@ def test_bad_input_is_one_clear_line(grid_runs, tmp_path):
         result = run_eval(*arguments, "--episodes", "2")
         lines = result.stderr.strip().splitlines()
         assert result.returncode == 2 and len(lines) == 1 and message in lines[0], (arguments, result.stderr)
+
+
+def test_the_experiment_command_runs_end_to_end(tmp_path):
+    result = subprocess.run(
+        [console_script("dynamite-experiment"), "--env", "gridworld", "--variants", "dynamite,no-belief,oracle",
+         "--seeds", "2", "--dataset-episodes", "20", "--belief-steps", "3", "--policy-steps", "5", "--eval-episodes", "4",
+         "--switch-probs", "0,0.2", "--root", str(tmp_path / "minari"), "--runs", str(tmp_path / "runs"),
+         "--results", str(tmp_path / "results")],
+        capture_output=True, text=True, env={**os.environ, "COLUMNS": "200"}, check=False)
+    assert result.returncode == 0, result.stderr
+    out = tmp_path / "results" / "gridworld"
+    assert {"comparison.md", "comparison.csv", "return_per_session.png", "belief_trace.png", "switch_sweep.png",
+            "switch_sweep.md", "experiment.json"} <= {p.name for p in out.iterdir()}
+    table = (out / "comparison.md").read_text().splitlines()
+    assert len(table) == 2 + 3 and all("| 2 |" in line for line in table[2:])  # 3 variants, 2 seeds each
+    assert len((out / "switch_sweep.md").read_text().splitlines()) == 2 + 2 * 3  # 2 probabilities × 3 variants
+    record = json.loads((out / "experiment.json").read_text())
+    assert record["command"].startswith("dynamite-experiment --env gridworld") and len(record["runs"]) == 6
+    assert "dynamite/gridworld/mixed-20ep-v0" in record["dataset"]
+    # A second experiment on the same env reuses the dataset.
+    again = subprocess.run(
+        [console_script("dynamite-experiment"), "--env", "gridworld", "--variants", "no-belief", "--seeds", "1",
+         "--dataset-episodes", "20", "--policy-steps", "2", "--eval-episodes", "2", "--root", str(tmp_path / "minari"),
+         "--runs", str(tmp_path / "runs"), "--results", str(tmp_path / "again")],
+        capture_output=True, text=True, check=False)
+    assert again.returncode == 0 and "reusing" in again.stdout, again.stderr
+
+
+def test_the_experiment_command_refuses_bad_flags(tmp_path):
+    for arguments, message in ((["--env", "pong"], "unknown env"), (["--env", "gridworld", "--variants", "dynamite,bayes"],
+                                                                     "unknown variant 'bayes'"),
+                               (["--env", "gridworld", "--switch-probs", "0,2"], "switch probabilities must be in [0, 1]")):
+        result = subprocess.run([console_script("dynamite-experiment"), *arguments, "--root", str(tmp_path)],
+                                capture_output=True, text=True, check=False)
+        lines = result.stderr.strip().splitlines()
+        assert result.returncode == 2 and len(lines) == 1 and message in lines[0], (arguments, result.stderr)
+    assert list(tmp_path.iterdir()) == []
