@@ -25,9 +25,10 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from offline_dynamite.policies import BatchPolicy, DeterministicPolicy, PerEpisodeRandomness, RandomPolicy
+from offline_dynamite.policies import (BatchPolicy, DeterministicPolicy, PerEpisodeRandomness, RandomPolicy,
+                                      RewardFeedback)
 
-POLICY_KINDS = ("random", "oracle", "checkpoint")
+POLICY_KINDS = ("random", "oracle", "explorer", "checkpoint")
 
 
 @dataclass(frozen=True)
@@ -67,6 +68,11 @@ class Behaviour:
             return RandomPolicy(env.action_space)
         if self.policy == "oracle":
             base: BatchPolicy = env.unwrapped.make_oracle()
+        elif self.policy == "explorer":
+            if not hasattr(env.unwrapped, "make_explorer"):
+                raise ValueError(f"{env.spec.id} has no explorer behaviour (a latent-blind adaptive policy): "
+                                 "use random, oracle or checkpoint")
+            base = env.unwrapped.make_explorer()
         else:
             base = D3rlpyPolicy(Path(self.path), self.observe_latent)
         return NoisyPolicy(base, env.action_space, self.noise) if self.noise else base
@@ -93,6 +99,10 @@ class NoisyPolicy(PerEpisodeRandomness):
     def reset(self, seeds: Sequence[int]) -> None:
         super().reset(seeds)
         self.base.reset(seeds)
+
+    def observe_rewards(self, rewards: np.ndarray) -> None:
+        if isinstance(self.base, RewardFeedback):  # an adaptive base learns from what its actions earned
+            self.base.observe_rewards(rewards)
 
     def act(self, observations: np.ndarray, latents: np.ndarray) -> np.ndarray:
         actions = np.array(self.base.act(observations, latents), copy=True)

@@ -10,7 +10,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from offline_dynamite.belief.trainer import BeliefTrainConfig
+from offline_dynamite.belief.trainer import BeliefTrainConfig, TrainingDiverged
 from offline_dynamite.envs import ENV_IDS, resolve_env_id
 from offline_dynamite.policies import OracleUnavailableError, RandomPolicy
 from offline_dynamite.rollout import run_episodes
@@ -125,7 +125,10 @@ def belief(
     except (ValueError, TypeError) as error:  # DatasetError, CheckpointError, bad configuration
         fail(str(error))
     console.print(f"run folder: {run_dir}", soft_wrap=True)
-    diagnostics = runs.fit_with_progress(trainer, run_dir, console)
+    try:
+        diagnostics = runs.fit_with_progress(trainer, run_dir, console)
+    except TrainingDiverged as error:
+        fail(f"{run_dir}: {error}", code=1)
     table = Table(title="Held-out diagnostics")
     table.add_column("metric")
     table.add_column("value", justify="right")
@@ -182,6 +185,8 @@ def train(
         record = runs.execute(run, console)
     except KeyboardInterrupt:
         fail(f"interrupted; continue with: dynamite-offline train --resume {run.run_dir}", code=130)
+    except TrainingDiverged as error:
+        fail(f"{run.run_dir}: {error}", code=1)
     table = Table(title=f"{record['variant']} · {record['algo']} · {record['step']} policy updates")
     table.add_column("stage")
     table.add_column("seconds", justify="right")

@@ -360,3 +360,18 @@ def test_resuming_on_another_dataset_or_a_broken_checkpoint_is_refused(grid_data
     broken.write_bytes((tmp_path / "belief.pt").read_bytes()[:200])
     with pytest.raises(CheckpointError, match="corrupted"):
         load_checkpoint(broken)
+
+
+def test_a_non_finite_loss_stops_training_without_touching_the_weights(grid_dataset):
+    from offline_dynamite.belief.trainer import TrainingDiverged
+
+    trainer = small_trainer(grid_dataset)
+    trainer.train_step()
+    with torch.no_grad():
+        trainer.model.reward_decoder.head[-1].bias.fill_(float("inf"))  # what an overflow leaves behind
+    before = {name: value.clone() for name, value in trainer.model.state_dict().items()}
+    with pytest.raises(TrainingDiverged, match="diverged .* at step 2"):
+        trainer.train_step()
+    for name, value in trainer.model.state_dict().items():
+        assert torch.equal(value, before[name]), name
+    assert trainer.step == 1

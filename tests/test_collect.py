@@ -336,3 +336,13 @@ def test_a_saved_d3rlpy_policy_is_a_behaviour(grid_root, tmp_path):
     rows = collected.observation_rows()
     np.testing.assert_array_equal(collected.actions, algo.predict(collected.observations[rows]))
     assert collected.metadata["dynamite"]["behaviour_ids"] == {"0": "checkpoint:bc.d3"}
+
+
+def test_explorer_behaviour_is_the_envs_latent_blind_adaptive_policy():
+    from offline_dynamite.envs.gridworld import GridworldExplorer
+
+    noisy = Behaviour("explorer", noise=0.2).build(gym.make("dynamite/Gridworld-v0"))
+    assert isinstance(noisy, NoisyPolicy) and isinstance(noisy.base, GridworldExplorer)
+    assert Behaviour("explorer", noise=0.2).name == "explorer+noise0.2"
+    with pytest.raises(ValueError, match="has no explorer behaviour"):
+        Behaviour("explorer").build(gym.make("dynamite/Reacher-v0"))

@@ -305,3 +305,17 @@ def test_bad_input_is_one_clear_line_and_no_run_folder(grid_dataset, tmp_path):
     # What the variants without a belief need, an unlabelled dataset has.
     result = run_offline("train", str(unlabelled), "--variant", "no-belief", *TINY, "--out", str(tmp_path / "ok"))
     assert result.returncode == 0, result.stderr
+
+
+def test_a_non_finite_policy_loss_stops_training(grid_dataset):
+    from offline_dynamite.belief.trainer import TrainingDiverged
+
+    flat = load_flat(grid_dataset)
+    trainer = PolicyTrainer(hyperstates.TransitionSampler(flat, flat.observations, 0), gym.spaces.Discrete(5),
+                            PolicyTrainConfig(algo="discrete-cql", steps=4, batch_size=32))
+    trainer.train_step()
+    with torch.no_grad():
+        next(trainer.algo.impl.q_function.parameters()).fill_(float("nan"))
+    with pytest.raises(TrainingDiverged, match="at update 2"):
+        trainer.train_step()
+    assert trainer.step == 1

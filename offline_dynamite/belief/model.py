@@ -22,6 +22,18 @@ def mlp(sizes: list[int]) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
+#: Bounds of every log-variance the model outputs. Without them a belief can grow so narrow that
+#: the KL between consecutive beliefs overflows and training turns to NaN (seen with weak KL
+#: weights); the bounds are far from where a converged belief sits.
+LOGVAR_RANGE = (-10.0, 5.0)
+
+
+def gaussian(parameters: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(mean, bounded log-variance) from a head's ``[..., 2k]`` output."""
+    mu, logvar = parameters.chunk(2, dim=-1)
+    return mu, logvar.clamp(*LOGVAR_RANGE)
+
+
 class RewardDecoder(nn.Module):
     """p(r_j | m, s_j, a_j, s_{j+1}): an MLP whose first layer is split in a latent part and a
     transition part. That is the same function as one layer on the concatenation, but each part
@@ -153,7 +165,7 @@ class BeliefModel(nn.Module):
             sessions = losses.sessions_from_boundaries(boundaries & valid)
         sessions = torch.where(valid, sessions, 0)
         if self.latent_dynamics is None:
-            mu, logvar = self.belief_head(hidden).chunk(2, dim=-1)
+            mu, logvar = gaussian(self.belief_head(hidden))
             return Beliefs(mu, logvar, logits, sessions, None)
         # Session k's beliefs are conditioned on the latent dynamics' prediction from session
         # k - 1's last belief. The recursion runs over sessions (a handful), never over steps.
@@ -165,8 +177,8 @@ class BeliefModel(nn.Module):
             last_belief = self.belief_head(torch.cat([last, conditions[-1]], dim=-1))
             conditions.append(self.latent_dynamics(last_belief))
         condition = torch.stack(conditions, dim=1)[batch[:, None], sessions]  # [B, T + 1, 2k]
-        mu, logvar = self.belief_head(torch.cat([hidden, condition], dim=-1)).chunk(2, dim=-1)
-        return Beliefs(mu, logvar, logits, sessions, tuple(condition.chunk(2, dim=-1)))
+        mu, logvar = gaussian(self.belief_head(torch.cat([hidden, condition], dim=-1)))
+        return Beliefs(mu, logvar, logits, sessions, gaussian(condition))
 
     def encode(self, batch: Batch, use_labels: bool = False) -> Beliefs:
         observations, actions, rewards = self._sanitise(batch)
@@ -211,7 +223,7 @@ class BeliefModel(nn.Module):
             belief = self.belief_head(torch.cat([hidden, condition], dim=-1))
         else:
             belief = self.belief_head(hidden)
-        mu, logvar = belief.chunk(2, dim=-1)
+        mu, logvar = gaussian(belief)
         beliefs = Beliefs(mu[:, None], logvar[:, None], None if logits is None else logits[:, None],
                           torch.zeros(batch, 1, dtype=torch.long), None)
         return OnlineState(hidden, condition, belief, state.steps + 1), beliefs

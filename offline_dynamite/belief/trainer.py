@@ -32,6 +32,10 @@ CHECKPOINT_FORMAT = "dynamite-rl/belief-checkpoint"
 CHECKPOINT_VERSION = 1
 
 
+class TrainingDiverged(ValueError):
+    """A loss turned non-finite: the update is refused, the weights stay as they were."""
+
+
 class CheckpointError(ValueError):
     """A checkpoint that cannot be used (corrupted, another format, another dataset)."""
 
@@ -173,6 +177,9 @@ class BeliefTrainer:
         if self.train_config.relabel_fraction > 0:
             sequences = relabel_rewards(sequences, self.reward_function, self.train_config.relabel_fraction, self.rng)
         terms = self.model.loss(to_tensors(sequences))
+        if not torch.isfinite(terms["total"]):
+            raise TrainingDiverged(f"belief training diverged (non-finite loss) at step {self.step + 1}: "
+                                   "lower --lr; the last checkpoint in the run folder is intact")
         self.optimizer.zero_grad()
         terms["total"].backward()
         torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.train_config.max_grad_norm)
@@ -282,6 +289,9 @@ def fit(trainer: BeliefTrainer, run_dir: Path, on_log: Callable[[int, dict[str, 
     except KeyboardInterrupt:
         trainer.save(checkpoint_file)
         update_record(run_dir, status="interrupted", step=trainer.step)
+        raise
+    except TrainingDiverged:
+        update_record(run_dir, status="failed", step=trainer.step)
         raise
     trainer.save(checkpoint_file)
     diagnostics = trainer.diagnostics()

@@ -110,6 +110,9 @@ class GridworldEnv(SessionMixin, gym.Env):
     def make_oracle(self) -> GridworldOracle:
         return GridworldOracle()
 
+    def make_explorer(self) -> GridworldExplorer:
+        return GridworldExplorer()
+
     def render(self) -> np.ndarray | None:
         if self.render_mode != "rgb_array":
             return None
@@ -132,15 +135,51 @@ class GridworldEnv(SessionMixin, gym.Env):
         return image
 
 
+def _towards(observations: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """Shortest-path actions to goal ``target`` (0 or 1, per env): larger axis gap first, then stay."""
+    agent = observations[:, 0:2]
+    goal = np.where(target[:, None] == 1, observations[:, 4:6], observations[:, 2:4])
+    dx, dy = (goal - agent).T
+    horizontal = np.where(dx > 0, RIGHT, LEFT)
+    vertical = np.where(dy > 0, UP, DOWN)
+    move = np.where(np.abs(dx) >= np.abs(dy), horizontal, vertical)
+    return np.where((dx == 0) & (dy == 0), STAY, move).astype(np.int64)
+
+
 class GridworldOracle(DeterministicPolicy):
     """Shortest path to the paying goal (larger axis gap first), then stay on it."""
 
     def act(self, observations: np.ndarray, latents: np.ndarray) -> np.ndarray:
+        return _towards(observations, (latents[:, 0] > 0.5).astype(np.int64))
+
+
+class GridworldExplorer:
+    """The Bayes-adaptive behaviour without the latent: walk to the nearest goal; the reward on
+    arrival says whether it pays (+1) or the other one does (0); stay while paid, and when a goal
+    stops paying (a switch), walk to the other one.
+
+    It never sees the latent, only its own rewards (:class:`~offline_dynamite.policies.RewardFeedback`),
+    so its data shows what a meta-RL agent must learn offline: that an unpaid goal means *go to the
+    other one*, a transition a latent-aware oracle never makes (it leaves before any reward tells).
+    """
+
+    def reset(self, seeds) -> None:
+        self._paying = np.full(len(seeds), -1, dtype=np.int64)  # believed paying goal; -1: unknown
+        self._observations: np.ndarray | None = None
+
+    def observe_rewards(self, rewards: np.ndarray) -> None:
+        self._rewards = rewards
+
+    def act(self, observations: np.ndarray, latents: np.ndarray) -> np.ndarray:
         agent = observations[:, 0:2]
-        paying = latents[:, 0:1] > 0.5
-        goal = np.where(paying, observations[:, 4:6], observations[:, 2:4])
-        dx, dy = (goal - agent).T
-        horizontal = np.where(dx > 0, RIGHT, LEFT)
-        vertical = np.where(dy > 0, UP, DOWN)
-        move = np.where(np.abs(dx) >= np.abs(dy), horizontal, vertical)
-        return np.where((dx == 0) & (dy == 0), STAY, move).astype(np.int64)
+        on_goal = [(agent == observations[:, 2 + 2 * g : 4 + 2 * g]).all(axis=1) for g in (0, 1)]
+        if self._observations is not None:  # what the last step's reward says about the goal it reached
+            for goal in (0, 1):
+                paid = self._rewards > 0.5
+                self._paying = np.where(on_goal[goal] & paid, goal, self._paying)
+                self._paying = np.where(on_goal[goal] & ~paid, 1 - goal, self._paying)
+        self._observations = observations
+        distance = [np.abs(observations[:, 2 + 2 * g : 4 + 2 * g] - agent).sum(axis=1) for g in (0, 1)]
+        nearest = (distance[1] < distance[0]).astype(np.int64)
+        return _towards(observations, np.where(self._paying >= 0, self._paying, nearest))
+

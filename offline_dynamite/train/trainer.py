@@ -19,6 +19,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 
+from offline_dynamite.belief.trainer import TrainingDiverged
 from offline_dynamite.run_folder import append_metrics
 from offline_dynamite.train.algos import build_algo
 from offline_dynamite.train.config import PolicyTrainConfig
@@ -44,6 +45,9 @@ class PolicyTrainer:
 
     def train_step(self) -> dict[str, float]:
         losses = self.algo.update(self.sampler.sample(self.config.batch_size, self.rng))
+        if not all(np.isfinite(value) for value in losses.values()):
+            raise TrainingDiverged(f"policy training diverged (non-finite loss) at update {self.step + 1}: "
+                                   "the last checkpoint in the run folder is intact; try another --seed or algorithm")
         self.step += 1
         return losses
 
