@@ -26,6 +26,17 @@ app = typer.Typer(
 console = Console()
 
 
+# Options that `belief` and `train` share.
+Consistency = Annotated[bool, typer.Option(help="DynaMITE's latent consistency term.")]
+LatentConditioning = Annotated[bool, typer.Option(help="DynaMITE's latent dynamics prior and conditioning.")]
+SessionMasking = Annotated[bool, typer.Option(help="DynaMITE's session-masked reconstruction.")]
+LatentDim = Annotated[int, typer.Option(min=1, help="Size of the latent belief.")]
+Seed = Annotated[int, typer.Option(help="Seed of every random choice: data split, batches, initialisation.")]
+Threads = Annotated[int, typer.Option(min=1, help="Torch CPU threads (1 is bit-for-bit reproducible).")]
+Out = Annotated[Path, typer.Option(help="Folder of run folders.")]
+Resume = Annotated[Path | None, typer.Option(help="Continue the run in this folder exactly.")]
+
+
 def fail(message: str, code: int = 2) -> None:
     """Print one error line and exit non-zero (shared by every dynamite-rl command line)."""
     Console(stderr=True, soft_wrap=True).print(f"[bold red]error:[/] {message}", highlight=False)
@@ -95,19 +106,19 @@ def rollout(
 def belief(
     dataset: Annotated[str | None, typer.Argument(help="main_data.hdf5, its dataset folder, or a dataset id.")] = None,
     variant: Annotated[str, typer.Option(help="dynamite or varibad (every DynaMITE change off).")] = "dynamite",
-    consistency: Annotated[bool, typer.Option(help="DynaMITE's latent consistency term.")] = True,
-    latent_conditioning: Annotated[bool, typer.Option(help="DynaMITE's latent dynamics prior and conditioning.")] = True,
-    session_masking: Annotated[bool, typer.Option(help="DynaMITE's session-masked reconstruction.")] = True,
-    latent_dim: Annotated[int, typer.Option(min=1, help="Size of the latent belief.")] = 5,
+    consistency: Consistency = True,
+    latent_conditioning: LatentConditioning = True,
+    session_masking: SessionMasking = True,
+    latent_dim: LatentDim = 5,
     steps: Annotated[int | None, typer.Option(min=1, help="Gradient steps [default: 2000; with --resume, the run's].")] = None,
     batch_size: Annotated[int, typer.Option(min=1, help="Episodes per batch.")] = 32,
     lr: Annotated[float, typer.Option(help="Adam learning rate.")] = 1e-3,
-    seed: Annotated[int, typer.Option(help="Seed of the split, batches and initialisation.")] = 0,
+    seed: Seed = 0,
     validation_fraction: Annotated[float, typer.Option(help="Share of episodes held out.")] = 0.1,
     relabel_fraction: Annotated[float, typer.Option(help="Share of each batch relabelled under other latents (BOReL).")] = 0.5,
-    threads: Annotated[int, typer.Option(min=1, help="Torch CPU threads (1 is bit-for-bit reproducible).")] = 1,
-    out: Annotated[Path, typer.Option(help="Folder of run folders.")] = Path("runs"),
-    resume: Annotated[Path | None, typer.Option(help="Continue the run in this folder exactly.")] = None,
+    threads: Threads = 1,
+    out: Out = Path("runs"),
+    resume: Resume = None,
 ) -> None:
     """Fit the belief model alone; write a run folder with metrics, checkpoint and diagnostics."""
     from offline_dynamite.belief import runs
@@ -142,10 +153,10 @@ def train(
     dataset: Annotated[str | None, typer.Argument(help="main_data.hdf5, its dataset folder, or a dataset id.")] = None,
     variant: Annotated[str | None, typer.Option(
         help="dynamite, varibad, no-belief (states only) or oracle (true latent) [default: dynamite, or --belief's]")] = None,
-    consistency: Annotated[bool, typer.Option(help="DynaMITE's latent consistency term.")] = True,
-    latent_conditioning: Annotated[bool, typer.Option(help="DynaMITE's latent dynamics prior and conditioning.")] = True,
-    session_masking: Annotated[bool, typer.Option(help="DynaMITE's session-masked reconstruction.")] = True,
-    latent_dim: Annotated[int, typer.Option(min=1, help="Size of the latent belief.")] = 5,
+    consistency: Consistency = True,
+    latent_conditioning: LatentConditioning = True,
+    session_masking: SessionMasking = True,
+    latent_dim: LatentDim = 5,
     belief: Annotated[Path | None, typer.Option(help="A trained belief (belief.pt or its run folder) instead of fitting one.")] = None,
     belief_steps: Annotated[int, typer.Option(min=1, help="Gradient steps of the belief fit.")] = BeliefTrainConfig.steps,
     relabel_fraction: Annotated[float, typer.Option(
@@ -156,10 +167,10 @@ def train(
     batch_size: Annotated[int, typer.Option(min=1, help="Transitions per policy update.")] = PolicyTrainConfig.batch_size,
     policy_relabel_fraction: Annotated[float, typer.Option(
         help="Add this share of episodes again under other episodes' latents, rewards from the env (BOReL).")] = 0.0,
-    seed: Annotated[int, typer.Option(help="Seed of the belief fit, the relabelling and the policy.")] = 0,
-    threads: Annotated[int, typer.Option(min=1, help="Torch CPU threads (1 is bit-for-bit reproducible).")] = 1,
-    out: Annotated[Path, typer.Option(help="Folder of run folders.")] = Path("runs"),
-    resume: Annotated[Path | None, typer.Option(help="Continue the run in this folder exactly.")] = None,
+    seed: Seed = 0,
+    threads: Threads = 1,
+    out: Out = Path("runs"),
+    resume: Resume = None,
 ) -> None:
     """Fit the belief, relabel the dataset into hyper-states, train a conservative offline policy."""
     from offline_dynamite.train import runs

@@ -7,9 +7,12 @@ from __future__ import annotations
 import csv
 import json
 import os
+import time
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 RECORD = "run.json"
 
@@ -47,3 +50,20 @@ def append_metrics(path: Path, step: int, row: dict[str, float]) -> None:
         if new:
             writer.writerow(["step", *row])
         writer.writerow([step, *(f"{value:.6g}" for value in row.values())])
+
+
+class MetricsWindow:
+    """The per-update values since the last log line, and how long they took."""
+
+    def __init__(self) -> None:
+        self._rows: list[dict[str, float]] = []
+        self._started = time.perf_counter()
+
+    def add(self, values: dict[str, float]) -> None:
+        self._rows.append(values)
+
+    def close(self) -> tuple[dict[str, float], list[dict[str, float]], float]:
+        """(mean of each value, the rows themselves, seconds elapsed); starts a new window."""
+        rows, seconds = self._rows, max(time.perf_counter() - self._started, 1e-9)
+        self._rows, self._started = [], time.perf_counter()
+        return {key: float(np.mean([row[key] for row in rows])) for key in rows[0]}, rows, seconds

@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -26,7 +25,7 @@ from offline_dynamite.belief.config import BeliefConfig
 from offline_dynamite.belief.diagnostics import diagnose
 from offline_dynamite.belief.model import BeliefModel, DataSpec, to_tensors
 from offline_dynamite.data import FlatDataset, SequenceBatch, sequence_batch
-from offline_dynamite.run_folder import append_metrics, update_record, versions
+from offline_dynamite.run_folder import MetricsWindow, append_metrics, update_record, versions
 
 CHECKPOINT_FORMAT = "dynamite-rl/belief-checkpoint"
 CHECKPOINT_VERSION = 1
@@ -270,20 +269,17 @@ def fit(trainer: BeliefTrainer, run_dir: Path, on_log: Callable[[int, dict[str, 
     metrics_file = run_dir / "metrics.csv"
     checkpoint_file = run_dir / "belief.pt"
     update_record(run_dir, status="running")
-    window: list[dict[str, float]] = []
-    started = time.perf_counter()
+    window = MetricsWindow()
     try:
         while trainer.step < config.steps:
-            window.append(trainer.train_step())
+            window.add(trainer.train_step())
             if trainer.step % config.log_every == 0 or trainer.step == config.steps:
-                elapsed = time.perf_counter() - started
-                row = {key: float(np.mean([w[key] for w in window])) for key in window[0] if key != "transitions"}
-                row["transitions_per_second"] = sum(w["transitions"] for w in window) / max(elapsed, 1e-9)
+                row, rows, seconds = window.close()
+                row["transitions_per_second"] = row.pop("transitions") * len(rows) / seconds
                 row |= {f"validation_{key}": value for key, value in trainer.validation_terms().items()}
                 append_metrics(metrics_file, trainer.step, row)
                 if on_log is not None:
                     on_log(trainer.step, row)
-                window, started = [], time.perf_counter()
             if trainer.step % config.checkpoint_every == 0:
                 trainer.save(checkpoint_file)
     except KeyboardInterrupt:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import io
 import os
-import time
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
@@ -20,7 +19,7 @@ import numpy as np
 import torch
 
 from offline_dynamite.belief.trainer import TrainingDiverged
-from offline_dynamite.run_folder import append_metrics
+from offline_dynamite.run_folder import MetricsWindow, append_metrics
 from offline_dynamite.train.algos import build_algo
 from offline_dynamite.train.config import PolicyTrainConfig
 from offline_dynamite.train.hyperstates import TransitionSampler
@@ -97,19 +96,16 @@ def fit_policy(trainer: PolicyTrainer, run_dir: Path,
     """
     config = trainer.config
     checkpoint = run_dir / CHECKPOINT
-    window: list[dict[str, float]] = []
-    started = time.perf_counter()
+    window = MetricsWindow()
     try:
         while trainer.step < config.steps:
-            window.append(trainer.train_step())
+            window.add(trainer.train_step())
             if trainer.step % config.log_every == 0 or trainer.step == config.steps:
-                elapsed = time.perf_counter() - started
-                row = {key: float(np.mean([losses[key] for losses in window])) for key in window[0]}
-                row["updates_per_second"] = len(window) / max(elapsed, 1e-9)
+                row, rows, seconds = window.close()
+                row["updates_per_second"] = len(rows) / seconds
                 append_metrics(run_dir / METRICS, trainer.step, row)
                 if on_log is not None:
                     on_log(trainer.step, row)
-                window, started = [], time.perf_counter()
             if trainer.step % config.checkpoint_every == 0:
                 trainer.save(checkpoint)
     except KeyboardInterrupt:
