@@ -12,7 +12,7 @@
     switch_prob = 0.05
 
     [[behaviour]]           # the per-episode behaviour mix (see collect.policies)
-    policy = "oracle"
+    policy = "oracle"       # random, oracle, explorer (latent-blind, adapts from rewards) or checkpoint
     noise = 0.3
     weight = 0.5
 

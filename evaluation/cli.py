@@ -30,8 +30,8 @@ def main(
     """Online roll-outs of each run, the belief updated from the policy's own experience."""
     import torch
 
-    from evaluation.compare import plot_belief_trace, write_comparison
-    from evaluation.evaluate import EvaluationError, evaluate_run
+    from evaluation.compare import plot_episode_beliefs, write_comparison
+    from evaluation.evaluate import evaluate_run
     from offline_dynamite.envs import resolve_env_id
 
     torch.set_num_threads(1)
@@ -47,8 +47,10 @@ def main(
         try:
             evaluation, result = evaluate_run(run_dir, episodes=episodes, seed=seed, num_envs=num_envs, env_id=env_id,
                                               switch_prob=switch_prob)
-        except (EvaluationError, ValueError) as error:
+        except ValueError as error:  # EvaluationError, DatasetError, CheckpointError
             fail(f"{run_dir}: {error}")
+        except KeyboardInterrupt:
+            fail("interrupted: the runs evaluated so far have their results in <run>/evaluations/", code=130)
         evaluations.append(evaluation)
         if traced is None and result.mu is not None:
             traced = (evaluation, result)
@@ -64,14 +66,7 @@ def main(
     if compare is not None:
         write_comparison(evaluations, compare)
         if traced is not None:
-            evaluation, result = traced
-            episode = int(np.argmax(result.rollouts.sessions_per_episode))  # the most switches
-            switches = result.session_starts[episode, :-1].copy()
-            switches[0] = False  # the reset opens session 0; only switches are marked
-            plot_belief_trace(np.arange(result.mu.shape[1]), result.rollouts.latents[episode, :-1], result.mu[episode],
-                              switches, None if result.boundary_probability is None
-                              else result.boundary_probability[episode], compare / "belief_trace.png",
-                              f"{evaluation['variant']}: episode {episode} of {Path(evaluation['run']).name}")
+            plot_episode_beliefs(*traced, compare / "belief_trace.png")
         console.print(f"comparison: {compare / 'comparison.md'}", soft_wrap=True)
 
 

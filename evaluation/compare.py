@@ -52,15 +52,22 @@ def comparison_table(evaluations: list[dict[str, Any]]) -> pl.DataFrame:
 
 
 def markdown(table: pl.DataFrame) -> str:
-    """The table as Markdown, each metric as ``mean ± std`` over training seeds."""
+    """The table as Markdown, each metric as ``mean ± std`` over training seeds (with several)."""
     metrics = [key for key in METRICS if key in table.columns]
     header = ["env", "switch prob.", "variant", "algo", "seeds", *[METRICS[key] for key in metrics]]
     lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
     for row in table.iter_rows(named=True):
         cells = [row["env"], _number(row["switch_prob"]), row["variant"], row["algo"], str(row["seeds"])]
-        cells += [f"{_number(row[key])} ± {_number(row[f'{key}_std'])}" if row[key] is not None else "–" for key in metrics]
+        cells += [_spread(row[key], row[f"{key}_std"], row["seeds"]) for key in metrics]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def _spread(mean: float | None, std: float | None, seeds: int) -> str:
+    """``mean ± std`` over seeds; the mean alone for one seed, where a spread means nothing."""
+    if mean is None:
+        return "–"
+    return _number(mean) if seeds == 1 else f"{_number(mean)} ± {_number(std)}"
 
 
 def _number(value: float | None) -> str:
@@ -128,6 +135,17 @@ def plot_belief_trace(time_steps: np.ndarray, latents: np.ndarray, belief: np.nd
     top.set_title(title, fontsize="small")
     figure.tight_layout()
     _save(figure, path)
+
+
+def plot_episode_beliefs(evaluation: dict[str, Any], episodes: Any, path: Path) -> None:
+    """The belief trace of the evaluation episode with the most session switches."""
+    episode = int(np.argmax(episodes.rollouts.sessions_per_episode))
+    switches = episodes.session_starts[episode, :-1].copy()
+    switches[0] = False  # the reset opens session 0; only switches are marked
+    probability = None if episodes.boundary_probability is None else episodes.boundary_probability[episode]
+    plot_belief_trace(np.arange(episodes.mu.shape[1]), episodes.rollouts.latents[episode, :-1], episodes.mu[episode],
+                      switches, probability, path,
+                      f"{evaluation['variant']}: episode {episode} of {Path(evaluation['run']).name}")
 
 
 def plot_switch_sweep(returns: dict[tuple[str, float], list[float]], path: Path) -> None:

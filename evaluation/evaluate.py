@@ -31,7 +31,6 @@ from offline_dynamite.data import load_flat
 from offline_dynamite.online import ClosedLoopPolicy, OnlinePolicy
 from offline_dynamite.rollout import Rollouts, episode_seed, policy_seed, run_batch
 
-
 #: Dataset episodes whose beliefs fit the latent probe.
 PROBE_EPISODES = 500
 

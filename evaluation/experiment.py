@@ -21,7 +21,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
-import numpy as np
 import typer
 from rich.console import Console
 
@@ -105,7 +104,7 @@ def train_all(config: ExperimentConfig, data_file: Path, runs_dir: Path) -> list
 
 
 def evaluate_all(config: ExperimentConfig, run_dirs: list[Path], results: Path) -> list[dict[str, Any]]:
-    from evaluation.compare import plot_belief_trace, write_comparison
+    from evaluation.compare import plot_episode_beliefs, write_comparison
     from evaluation.evaluate import evaluate_run
 
     evaluations, traced = [], None
@@ -116,13 +115,7 @@ def evaluate_all(config: ExperimentConfig, run_dirs: list[Path], results: Path) 
             traced = (evaluation, episodes)
     write_comparison(evaluations, results)
     if traced is not None:
-        evaluation, episodes = traced
-        episode = int(np.argmax(episodes.rollouts.sessions_per_episode))
-        switches = episodes.session_starts[episode, :-1].copy()
-        switches[0] = False
-        plot_belief_trace(np.arange(episodes.mu.shape[1]), episodes.rollouts.latents[episode, :-1], episodes.mu[episode],
-                          switches, None if episodes.boundary_probability is None else episodes.boundary_probability[episode],
-                          results / "belief_trace.png", f"dynamite, seed {evaluation['train_seed']}: episode {episode}")
+        plot_episode_beliefs(*traced, results / "belief_trace.png")
     console.print((results / "comparison.md").read_text(), soft_wrap=True)
     return evaluations
 

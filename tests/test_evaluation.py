@@ -115,6 +115,7 @@ def test_seeds_of_one_variant_become_one_row():
                                                                 "metrics": {"return_mean": 3.0, "return_per_session": {}}}])
     assert table["seeds"].to_list() == [2] and table["return_mean"].to_list() == [2.0]
     assert "| 2.0 ± 1.0 |" in markdown(table)
+    assert "| 1.0 |" in markdown(comparison_table([evaluation | {"train_seed": 0}]))  # one seed: no spread
 
 
 def test_bad_input_is_one_clear_line(grid_runs, tmp_path):

@@ -30,7 +30,7 @@ def env_short_name(flat: FlatDataset) -> str:
 def new_belief_run(dataset: str, out: Path, variant: str, *, steps: int | None, batch_size: int, learning_rate: float,
                    seed: int, validation_fraction: float, relabel_fraction: float, threads: int, latent_dim: int, consistency: bool,
                    latent_conditioning: bool, session_masking: bool) -> tuple[Path, BeliefTrainer]:
-    data_file = resolve_data_file(dataset)
+    data_file = resolve_data_file(dataset).resolve()  # absolute: --resume may run from another folder
     flat = load_flat(data_file)
     config = belief_config_for(variant, consistency=consistency, latent_conditioning=latent_conditioning,
                                session_masking=session_masking, latent_dim=latent_dim)

@@ -70,7 +70,7 @@ def new_train_run(dataset: str, out: Path, *, variant: str | None, ablations: di
                   belief: Path | None, belief_train_config: BeliefTrainConfig,
                   policy_config: PolicyTrainConfig) -> TrainRun:
     """Check everything, then make the run folder (nothing is written if a check fails)."""
-    data_file = resolve_data_file(dataset)
+    data_file = resolve_data_file(dataset).resolve()  # absolute: --resume may run from another folder
     flat = load_flat(data_file)
     action_space = deserialize_space(flat.metadata["action_space"]) if "action_space" in flat.metadata else None
     if action_space is None:
