@@ -157,7 +157,7 @@ def plot_switch_sweep(returns: dict[tuple[str, float], list[float]], path: Path)
 
     variants = sorted({variant for variant, _ in returns})
     probabilities = sorted({p for _, p in returns})
-    figure, axes = plt.subplots(figsize=(1.2 + 1.1 * len(probabilities) * len(variants), 3.8))
+    figure, axes = plt.subplots(figsize=(2.0 + 1.8 * len(probabilities), 3.8))
     width = 0.8 / len(variants)
     for index, variant in enumerate(variants):
         positions = [p_index + (index - (len(variants) - 1) / 2) * width for p_index in range(len(probabilities))]

@@ -192,6 +192,7 @@ def evaluate_run(run_dir: Path, *, episodes: int, seed: int, num_envs: int, env_
         "env_kwargs": env_kwargs,
         "seed": seed,
         "metrics": score(result, policy, record),
+        "returns": result.rollouts.returns.tolist(),  # per episode, for box plots and re-analysis
     }
     tag = f"{env.split('/')[-1]}__switch{env_kwargs.get('switch_prob', 'default')}__seed{seed}__episodes{episodes}"
     folder = run_dir / "evaluations"

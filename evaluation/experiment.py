@@ -43,6 +43,7 @@ class ExperimentConfig:
     dataset_episodes: int = 400
     belief_steps: int = 500
     policy_steps: int = 3000
+    policy_relabel_fraction: float = 0.0
     eval_episodes: int = 48
     eval_seed: int = 1000
     switch_probs: tuple[float, ...] = ()
@@ -53,6 +54,8 @@ class ExperimentConfig:
             raise ValueError(f"unknown variant {unknown[0]!r}: choose from {', '.join(ALL_VARIANTS)}")
         if min(self.seeds, self.dataset_episodes, self.belief_steps, self.policy_steps, self.eval_episodes) < 1:
             raise ValueError("seeds, episodes, steps and evaluation episodes must be positive")
+        if not 0.0 <= self.policy_relabel_fraction <= 1.0:
+            raise ValueError(f"the policy relabel fraction must be in [0, 1], got {self.policy_relabel_fraction}")
         if any(not 0.0 <= p <= 1.0 for p in self.switch_probs):
             raise ValueError("switch probabilities must be in [0, 1]")
 
@@ -96,7 +99,8 @@ def train_all(config: ExperimentConfig, data_file: Path, runs_dir: Path) -> list
             variant, ablations = variant_arguments(name)
             run = runs.new_train_run(str(data_file), runs_dir, variant=variant, ablations=ablations, latent_dim=5,
                                      belief=None, belief_train_config=BeliefTrainConfig(steps=config.belief_steps, seed=seed),
-                                     policy_config=PolicyTrainConfig(steps=config.policy_steps, seed=seed))
+                                     policy_config=PolicyTrainConfig(steps=config.policy_steps, seed=seed,
+                                                                    relabel_fraction=config.policy_relabel_fraction))
             console.print(f"[bold]{name}[/], seed {seed}: {run.run_dir}", soft_wrap=True)
             runs.execute(run, console)
             run_dirs.append(run.run_dir)
@@ -128,10 +132,10 @@ def sweep(config: ExperimentConfig, run_dirs: list[Path], results: Path) -> None
     evaluations, returns = [], {}
     for switch_prob in config.switch_probs:
         for run_dir in run_dirs:
-            evaluation, episodes = evaluate_run(run_dir, episodes=config.eval_episodes, seed=config.eval_seed,
-                                                num_envs=16, switch_prob=switch_prob)
+            evaluation, _ = evaluate_run(run_dir, episodes=config.eval_episodes, seed=config.eval_seed,
+                                         num_envs=16, switch_prob=switch_prob)
             evaluations.append(evaluation)
-            returns.setdefault((evaluation["variant"], switch_prob), []).extend(episodes.rollouts.returns.tolist())
+            returns.setdefault((evaluation["variant"], switch_prob), []).extend(evaluation["returns"])
     (results / "switch_sweep.md").write_text(markdown(comparison_table(evaluations)))
     plot_switch_sweep(returns, results / "switch_sweep.png")
 
@@ -144,6 +148,8 @@ def main(
     dataset_episodes: Annotated[int, typer.Option(min=1, help="Episodes of the env's mixed recipe.")] = ExperimentConfig.dataset_episodes,
     belief_steps: Annotated[int, typer.Option(min=1, help="Belief gradient steps per run.")] = ExperimentConfig.belief_steps,
     policy_steps: Annotated[int, typer.Option(min=1, help="Policy updates per run.")] = ExperimentConfig.policy_steps,
+    policy_relabel_fraction: Annotated[float, typer.Option(
+        help="Episodes added to the policy's data under other latents (BOReL; see dynamite-offline train).")] = 0.0,
     eval_episodes: Annotated[int, typer.Option(min=1, help="Evaluation episodes per run.")] = ExperimentConfig.eval_episodes,
     eval_seed: Annotated[int, typer.Option(help="Seed of the evaluation episodes.")] = ExperimentConfig.eval_seed,
     switch_probs: Annotated[str, typer.Option(help="Comma-separated switch probabilities to sweep (e.g. 0,0.02,0.05).")] = "",
@@ -163,6 +169,7 @@ def main(
         config = ExperimentConfig(
             env=env_id, variants=tuple(v.strip() for v in variants.split(",") if v.strip()), seeds=seeds,
             dataset_episodes=dataset_episodes, belief_steps=belief_steps, policy_steps=policy_steps,
+            policy_relabel_fraction=policy_relabel_fraction,
             eval_episodes=eval_episodes, eval_seed=eval_seed,
             switch_probs=tuple(float(p) for p in switch_probs.split(",") if p.strip()))
     except ValueError as error:
