@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
@@ -60,3 +61,24 @@ def console_script(name: str) -> str:
 
     beside_python = Path(sys.executable).parent / name
     return str(beside_python) if beside_python.exists() else shutil.which(name) or name
+
+
+def bad_datasets(labelled: Path, folder: Path) -> dict[str, Path]:
+    """Inputs every dataset-reading command must refuse or handle: a file that is not HDF5, an
+    HDF5 file that is not Minari, and a copy of ``labelled`` without its session labels."""
+    import shutil
+
+    import h5py
+
+    not_hdf5 = folder / "notes.hdf5"
+    not_hdf5.write_text("hello")
+    not_minari = folder / "plain.hdf5"
+    with h5py.File(not_minari, "w") as file:
+        file["x"] = np.zeros(3)
+    unlabelled = folder / "unlabelled"
+    shutil.copytree(labelled.parent, unlabelled)
+    with h5py.File(unlabelled / "main_data.hdf5", "a") as file:
+        for name in file:
+            for key in ("latent", "session_id", "session_start"):
+                del file[name]["infos"][key]
+    return {"not_hdf5": not_hdf5, "not_minari": not_minari, "unlabelled": unlabelled / "main_data.hdf5"}

@@ -21,7 +21,7 @@ from offline_dynamite.belief.trainer import (BeliefTrainConfig, BeliefTrainer, C
                                              model_from_checkpoint)
 from offline_dynamite.data import load_flat, sequence_batch
 from offline_dynamite.belief.model import to_tensors
-from tests.helpers import console_script
+from tests.helpers import bad_datasets, console_script
 
 SPEC = DataSpec(observation_size=3, action_size=2, discrete_actions=False)
 
@@ -305,24 +305,9 @@ def test_ablations_and_varibad_are_configurations_of_one_model():
         BeliefConfig(termination=False)
 
 
-def strip_session_labels(source: Path, target: Path) -> Path:
-    import shutil
-
-    shutil.copytree(source.parent, target)
-    with h5py.File(target / "main_data.hdf5", "a") as file:
-        for name in file:
-            for key in ("latent", "session_id", "session_start"):
-                del file[name]["infos"][key]
-    return target / "main_data.hdf5"
-
-
 def test_bad_input_is_one_clear_line(grid_dataset, tmp_path):
-    not_hdf5 = tmp_path / "notes.hdf5"
-    not_hdf5.write_text("hello")
-    not_minari = tmp_path / "plain.hdf5"
-    with h5py.File(not_minari, "w") as file:
-        file["x"] = np.zeros(3)
-    unlabelled = strip_session_labels(grid_dataset, tmp_path / "unlabelled")
+    bad = bad_datasets(grid_dataset, tmp_path)
+    not_hdf5, not_minari, unlabelled = bad["not_hdf5"], bad["not_minari"], bad["unlabelled"]
     with_nan = tmp_path / "nan" / "main_data.hdf5"
     __import__("shutil").copytree(grid_dataset.parent, with_nan.parent)
     with h5py.File(with_nan, "a") as file:

@@ -10,7 +10,6 @@ import time
 from pathlib import Path
 
 import gymnasium as gym
-import h5py
 import numpy as np
 import pytest
 import torch
@@ -30,7 +29,7 @@ from offline_dynamite.rollout import run_episodes
 from offline_dynamite.train import hyperstates, runs
 from offline_dynamite.train.config import PolicyTrainConfig
 from offline_dynamite.train.trainer import PolicyTrainer
-from tests.helpers import console_script
+from tests.helpers import bad_datasets, console_script
 
 ABLATIONS = ("--no-consistency", "--no-latent-conditioning", "--no-session-masking")
 VARIANTS = [("--variant", name) for name in ("dynamite", "varibad", "no-belief", "oracle")] + [(flag,) for flag in ABLATIONS]
@@ -270,14 +269,8 @@ def test_ctrl_c_leaves_a_resumable_run(grid_dataset, tmp_path):
 
 
 def test_bad_input_is_one_clear_line_and_no_run_folder(grid_dataset, tmp_path):
-    from tests.test_belief import strip_session_labels
-
-    not_hdf5 = tmp_path / "notes.hdf5"
-    not_hdf5.write_text("hello")
-    not_minari = tmp_path / "plain.hdf5"
-    with h5py.File(not_minari, "w") as file:
-        file["x"] = np.zeros(3)
-    unlabelled = strip_session_labels(grid_dataset, tmp_path / "unlabelled")
+    bad = bad_datasets(grid_dataset, tmp_path)
+    not_hdf5, not_minari, unlabelled = bad["not_hdf5"], bad["not_minari"], bad["unlabelled"]
     unknown_env = tmp_path / "unknown-env"
     __import__("shutil").copytree(grid_dataset.parent, unknown_env)
     metadata = json.loads((unknown_env / "metadata.json").read_text())
