@@ -32,6 +32,12 @@ from offline_dynamite.train.trainer import POLICY
 
 
 class OnlinePolicy:
+    """A d3rlpy policy on hyper-states and the posterior that makes them, for a batch of envs.
+
+    Build it with :meth:`load`; the constructor is for policies assembled in code (e.g. a scripted
+    ``algo`` with a ``predict(hyper_states)`` method in tests).
+    """
+
     def __init__(self, algo: Any, variant: str, action_space: gym.spaces.Space, belief: BeliefModel | None,
                  record: dict[str, Any] | None = None) -> None:
         self.algo, self.variant, self.action_space, self.belief_model = algo, variant, action_space, belief
