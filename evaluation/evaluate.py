@@ -29,7 +29,7 @@ import numpy as np
 from offline_dynamite.belief.diagnostics import boundary_scores, encode_episodes, latent_probe
 from offline_dynamite.data import load_flat
 from offline_dynamite.online import ClosedLoopPolicy, OnlinePolicy
-from offline_dynamite.rollout import Rollouts, episode_seed, policy_seed, run_batch
+from offline_dynamite.rollout import Rollouts, run_trajectories
 
 #: Dataset episodes whose beliefs fit the latent probe.
 PROBE_EPISODES = 500
@@ -51,20 +51,34 @@ class Episodes:
 
 
 class RecordingPolicy(ClosedLoopPolicy):
-    """A closed-loop policy that keeps the belief it acted on at every step."""
+    """A closed-loop policy that keeps the belief it acted on at every step, batch after batch."""
+
+    def __init__(self, policy: OnlinePolicy) -> None:
+        super().__init__(policy)
+        self._batch: dict[str, list[np.ndarray]] = {}  # per step, in the running batch
+        self._done: dict[str, list[np.ndarray]] = {"mu": [], "boundary_probability": []}  # [B, T] per batch
 
     def reset(self, seeds) -> None:
         super().reset(seeds)
-        self.mu: list[np.ndarray] = []
-        self.boundary_probability: list[np.ndarray] = []
+        self._close_batch()
 
     def act(self, observations: np.ndarray, latents: np.ndarray) -> np.ndarray:
         actions = super().act(observations, latents)
-        if self.policy.mu is not None:
-            self.mu.append(self.policy.mu)
-        if self.policy.boundary_probability is not None:
-            self.boundary_probability.append(self.policy.boundary_probability)
+        for key in self._done:
+            value = getattr(self.policy, key)
+            if value is not None:
+                self._batch.setdefault(key, []).append(value)
         return actions
+
+    def recorded(self, key: str) -> np.ndarray | None:
+        """``key`` (``mu`` or ``boundary_probability``) of every episode so far, ``[E, T, ...]``."""
+        self._close_batch()
+        return np.concatenate(self._done[key]) if self._done[key] else None
+
+    def _close_batch(self) -> None:
+        for key, steps in self._batch.items():
+            self._done[key].append(np.stack(steps, axis=1))
+        self._batch = {}
 
 
 def env_of_run(record: dict[str, Any], env_id: str | None, switch_prob: float | None) -> tuple[str, dict[str, Any]]:
@@ -88,30 +102,16 @@ def roll_out(policy: OnlinePolicy, env_id: str, env_kwargs: dict[str, Any], epis
              num_envs: int) -> Episodes:
     """``episodes`` seeded episodes, ``num_envs`` envs stepped in lockstep."""
     try:
-        envs = [gym.make(env_id, **env_kwargs) for _ in range(min(num_envs, episodes))]
+        probe = gym.make(env_id, **env_kwargs)
     except (gym.error.Error, TypeError, ValueError, ImportError) as error:
         raise EvaluationError(f"cannot build env {env_id} with {env_kwargs}: {error}") from None
-    _check_spaces(policy, envs[0], env_id)
+    _check_spaces(policy, probe, env_id)
+    probe.close()
     recorder = RecordingPolicy(policy)
-    trajectories, mus, probabilities = [], [], []
-    try:
-        for first in range(0, episodes, len(envs)):
-            batch = range(first, min(first + len(envs), episodes))
-            trajectories += run_batch(envs[: len(batch)], recorder, [episode_seed(seed, i) for i in batch],
-                                      [policy_seed(seed, i) for i in batch])
-            if recorder.mu:
-                mus.append(np.stack(recorder.mu, axis=1))
-            if recorder.boundary_probability:
-                probabilities.append(np.stack(recorder.boundary_probability, axis=1))
-    finally:
-        for env in envs:
-            env.close()
-    rollouts = Rollouts(rewards=np.stack([t.rewards for t in trajectories]),
-                        session_ids=np.stack([t.infos["session_id"] for t in trajectories]),
-                        latents=np.stack([t.infos["latent"] for t in trajectories]))
-    return Episodes(rollouts, np.stack([t.observations for t in trajectories]),
+    trajectories = run_trajectories(env_id, recorder, episodes, seed, num_envs, env_kwargs)
+    return Episodes(Rollouts.of(trajectories), np.stack([t.observations for t in trajectories]),
                     np.stack([t.infos["session_start"] for t in trajectories]),
-                    np.concatenate(mus) if mus else None, np.concatenate(probabilities) if probabilities else None)
+                    recorder.recorded("mu"), recorder.recorded("boundary_probability"))
 
 
 def _check_spaces(policy: OnlinePolicy, env: gym.Env, env_id: str) -> None:

@@ -43,7 +43,7 @@ class OnlinePolicy:
         self.algo, self.variant, self.action_space, self.belief_model = algo, variant, action_space, belief
         self.record = record or {}
         self._state: OnlineState | None = None
-        self._steps: int | None = None  # steps since reset; None before the first reset
+        self._started = False  # reset() has been called
         self.mu: np.ndarray | None = None  # [B, k]: the current belief of each env
         self.logvar: np.ndarray | None = None
         self.boundary_probability: np.ndarray | None = None  # [B]: P(a new session began at this step)
@@ -77,7 +77,7 @@ class OnlinePolicy:
     def reset(self, num_envs: int) -> None:
         """Start ``num_envs`` new episodes: beliefs back to their prior."""
         self._state = self.belief_model.initial_state(num_envs) if self.belief_model is not None else None
-        self._steps = 0
+        self._started = True
         self.mu = self.logvar = self.boundary_probability = None
 
     def act(self, observations: np.ndarray, previous_actions: np.ndarray | None = None,
@@ -89,10 +89,9 @@ class OnlinePolicy:
     def observe(self, observations: np.ndarray, previous_actions: np.ndarray | None = None,
                 previous_rewards: np.ndarray | None = None, latents: np.ndarray | None = None) -> np.ndarray:
         """Update the beliefs with one step and return the hyper-states ``[B, d]`` the policy sees."""
-        if self._steps is None:
+        if not self._started:
             raise RuntimeError("call reset(num_envs) before the first act()")
         observations = np.asarray(observations, dtype=np.float32).reshape(len(observations), -1)
-        self._steps += 1
         if self.variant == "no-belief":
             return observations
         if self.variant == "oracle":

@@ -95,6 +95,14 @@ class Rollouts:
     session_ids: np.ndarray  # [E, T + 1] int64, from the infos of reset and each step
     latents: np.ndarray  # [E, T + 1, latent_size] float32
 
+    @classmethod
+    def of(cls, trajectories: Sequence[Trajectory]) -> Rollouts:
+        return cls(
+            rewards=np.stack([t.rewards for t in trajectories]),
+            session_ids=np.stack([t.infos["session_id"] for t in trajectories]),
+            latents=np.stack([t.infos["latent"] for t in trajectories]),
+        )
+
     @property
     def returns(self) -> np.ndarray:
         return self.rewards.sum(axis=1)
@@ -114,14 +122,14 @@ class Rollouts:
         return result
 
 
-def run_episodes(
+def run_trajectories(
     env_id: str,
     policy: BatchPolicy,
     num_episodes: int,
     seed: int,
     num_envs: int = 8,
     env_kwargs: dict[str, Any] | None = None,
-) -> Rollouts:
+) -> list[Trajectory]:
     """Roll ``policy`` out for ``num_episodes`` seeded episodes, ``num_envs`` at a time."""
     envs = [gym.make(env_id, **(env_kwargs or {})) for _ in range(min(num_envs, num_episodes))]
     trajectories: list[Trajectory] = []
@@ -137,8 +145,16 @@ def run_episodes(
     finally:
         for env in envs:
             env.close()
-    return Rollouts(
-        rewards=np.stack([t.rewards for t in trajectories]),
-        session_ids=np.stack([t.infos["session_id"] for t in trajectories]),
-        latents=np.stack([t.infos["latent"] for t in trajectories]),
-    )
+    return trajectories
+
+
+def run_episodes(
+    env_id: str,
+    policy: BatchPolicy,
+    num_episodes: int,
+    seed: int,
+    num_envs: int = 8,
+    env_kwargs: dict[str, Any] | None = None,
+) -> Rollouts:
+    """What ``policy`` earned in ``num_episodes`` seeded episodes (see :func:`run_trajectories`)."""
+    return Rollouts.of(run_trajectories(env_id, policy, num_episodes, seed, num_envs, env_kwargs))

@@ -8,9 +8,10 @@ import csv
 import json
 import os
 import time
+from collections.abc import Callable
 from importlib.metadata import version
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -67,3 +68,37 @@ class MetricsWindow:
         rows, seconds = self._rows, max(time.perf_counter() - self._started, 1e-9)
         self._rows, self._started = [], time.perf_counter()
         return {key: float(np.mean([row[key] for row in rows])) for key in rows[0]}, rows, seconds
+
+
+class Trainer(Protocol):
+    """What :func:`train_loop` drives: the belief and the policy trainers."""
+
+    step: int
+
+    def train_step(self) -> dict[str, float]: ...
+
+    def save(self, path: Path) -> None: ...
+
+
+def train_loop(trainer: Trainer, *, steps: int, log_every: int, checkpoint_every: int, checkpoint: Path,
+               metrics: Path, summarise: Callable[[dict[str, float], list[dict[str, float]], float], dict[str, float]],
+               on_log: Callable[[int, dict[str, float]], None] | None = None) -> None:
+    """Train to ``steps``: every ``log_every`` updates a ``metrics.csv`` row (the window's means,
+    completed by ``summarise(means, rows, seconds)``), every ``checkpoint_every`` a checkpoint, and
+    one at the end. Ctrl-C saves a checkpoint first, so a resumed run continues from the last
+    finished update."""
+    window = MetricsWindow()
+    try:
+        while trainer.step < steps:
+            window.add(trainer.train_step())
+            if trainer.step % log_every == 0 or trainer.step == steps:
+                row = summarise(*window.close())
+                append_metrics(metrics, trainer.step, row)
+                if on_log is not None:
+                    on_log(trainer.step, row)
+            if trainer.step % checkpoint_every == 0:
+                trainer.save(checkpoint)
+    except KeyboardInterrupt:
+        trainer.save(checkpoint)
+        raise
+    trainer.save(checkpoint)

@@ -25,7 +25,7 @@ from offline_dynamite.belief.config import BeliefConfig
 from offline_dynamite.belief.diagnostics import diagnose
 from offline_dynamite.belief.model import BeliefModel, DataSpec, to_tensors
 from offline_dynamite.data import FlatDataset, SequenceBatch, sequence_batch
-from offline_dynamite.run_folder import MetricsWindow, append_metrics, update_record, versions
+from offline_dynamite.run_folder import train_loop, update_record, versions
 
 CHECKPOINT_FORMAT = "dynamite-rl/belief-checkpoint"
 CHECKPOINT_VERSION = 1
@@ -266,30 +266,21 @@ def fit(trainer: BeliefTrainer, run_dir: Path, on_log: Callable[[int, dict[str, 
     Ctrl-C saves a checkpoint first, so ``--resume`` continues from the last finished step.
     """
     config = trainer.train_config
-    metrics_file = run_dir / "metrics.csv"
-    checkpoint_file = run_dir / "belief.pt"
+
+    def summarise(row: dict[str, float], rows: list[dict[str, float]], seconds: float) -> dict[str, float]:
+        row["transitions_per_second"] = row.pop("transitions") * len(rows) / seconds
+        return row | {f"validation_{key}": value for key, value in trainer.validation_terms().items()}
+
     update_record(run_dir, status="running")
-    window = MetricsWindow()
     try:
-        while trainer.step < config.steps:
-            window.add(trainer.train_step())
-            if trainer.step % config.log_every == 0 or trainer.step == config.steps:
-                row, rows, seconds = window.close()
-                row["transitions_per_second"] = row.pop("transitions") * len(rows) / seconds
-                row |= {f"validation_{key}": value for key, value in trainer.validation_terms().items()}
-                append_metrics(metrics_file, trainer.step, row)
-                if on_log is not None:
-                    on_log(trainer.step, row)
-            if trainer.step % config.checkpoint_every == 0:
-                trainer.save(checkpoint_file)
+        train_loop(trainer, steps=config.steps, log_every=config.log_every, checkpoint_every=config.checkpoint_every,
+                   checkpoint=run_dir / "belief.pt", metrics=run_dir / "metrics.csv", summarise=summarise, on_log=on_log)
     except KeyboardInterrupt:
-        trainer.save(checkpoint_file)
         update_record(run_dir, status="interrupted", step=trainer.step)
         raise
     except TrainingDiverged:
         update_record(run_dir, status="failed", step=trainer.step)
         raise
-    trainer.save(checkpoint_file)
     diagnostics = trainer.diagnostics()
     (run_dir / "diagnostics.json").write_text(json.dumps(diagnostics, indent=2) + "\n")
     update_record(run_dir, status="complete", step=trainer.step)

@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import gymnasium as gym
 import numpy as np
 from minari.serialization import deserialize_space
 from rich.console import Console
@@ -64,6 +65,10 @@ class TrainRun:
     variant: str  # the base variant: dynamite, varibad, no-belief or oracle
     policy_config: PolicyTrainConfig
     belief_trainer: BeliefTrainer | None  # a belief to fit or finish here; None if given or not needed
+
+    @property
+    def action_space(self) -> gym.spaces.Space:
+        return deserialize_space(self.flat.metadata["action_space"])
 
 
 def new_train_run(dataset: str, out: Path, *, variant: str | None, ablations: dict[str, bool], latent_dim: int,
@@ -182,11 +187,12 @@ def execute(run: TrainRun, console: Console) -> dict[str, Any]:
         update_record(run_dir, stage="relabel")
         started = time.perf_counter()
         states, flat = _relabel_stage(run, model)
-        sampler = hyperstates.TransitionSampler(flat, states, _discrete_start(run))
+        space = run.action_space
+        sampler = hyperstates.TransitionSampler(flat, states, int(space.start) if hasattr(space, "n") else None)
         _add_time(run_dir, "relabel_s", time.perf_counter() - started)
         update_record(run_dir, stage="policy", hyper_state=_layout(run, model))
         started = time.perf_counter()
-        trainer = PolicyTrainer(sampler, _action_space(run), run.policy_config)
+        trainer = PolicyTrainer(sampler, space, run.policy_config)
         if (run_dir / CHECKPOINT).is_file():
             trainer.restore(run_dir / CHECKPOINT)
         try:
@@ -237,15 +243,6 @@ def _fit_with_progress(trainer: PolicyTrainer, run_dir: Path, console: Console) 
             progress.update(task, completed=step, terms=f"{terms} | {row['updates_per_second']:,.0f} updates/s")
 
         fit_policy(trainer, run_dir, on_log)
-
-
-def _action_space(run: TrainRun):
-    return deserialize_space(run.flat.metadata["action_space"])
-
-
-def _discrete_start(run: TrainRun) -> int | None:
-    space = _action_space(run)
-    return int(space.start) if hasattr(space, "n") else None
 
 
 def _layout(run: TrainRun, model: BeliefModel | None) -> list[list[Any]]:

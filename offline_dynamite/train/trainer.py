@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from offline_dynamite.belief.trainer import TrainingDiverged
-from offline_dynamite.run_folder import MetricsWindow, append_metrics
+from offline_dynamite.run_folder import train_loop
 from offline_dynamite.train.algos import build_algo
 from offline_dynamite.train.config import PolicyTrainConfig
 from offline_dynamite.train.hyperstates import TransitionSampler
@@ -95,22 +95,10 @@ def fit_policy(trainer: PolicyTrainer, run_dir: Path,
     Ctrl-C saves a checkpoint first, so a resumed run continues from the last finished update.
     """
     config = trainer.config
-    checkpoint = run_dir / CHECKPOINT
-    window = MetricsWindow()
-    try:
-        while trainer.step < config.steps:
-            window.add(trainer.train_step())
-            if trainer.step % config.log_every == 0 or trainer.step == config.steps:
-                row, rows, seconds = window.close()
-                row["updates_per_second"] = len(rows) / seconds
-                append_metrics(run_dir / METRICS, trainer.step, row)
-                if on_log is not None:
-                    on_log(trainer.step, row)
-            if trainer.step % config.checkpoint_every == 0:
-                trainer.save(checkpoint)
-    except KeyboardInterrupt:
-        trainer.save(checkpoint)
-        raise
-    trainer.save(checkpoint)
-    trainer.export(run_dir / POLICY)
 
+    def summarise(row: dict[str, float], rows: list[dict[str, float]], seconds: float) -> dict[str, float]:
+        return row | {"updates_per_second": len(rows) / seconds}
+
+    train_loop(trainer, steps=config.steps, log_every=config.log_every, checkpoint_every=config.checkpoint_every,
+               checkpoint=run_dir / CHECKPOINT, metrics=run_dir / METRICS, summarise=summarise, on_log=on_log)
+    trainer.export(run_dir / POLICY)
