@@ -2,6 +2,7 @@
 
     dynamite-collect --env scratchitch              # the env's default recipe (mixed quality)
     dynamite-collect --recipe dynamite/reacher/expert-v0 --episodes 100 --workers 2
+    dynamite-collect --env halfcheetahvel --episodes 100000 --ray auto   # on a Ray cluster
     dynamite-collect list | inspect ID | validate ID | card ID | publish ID
 """
 
@@ -18,8 +19,9 @@ from rich.table import Table
 
 from collect.recipe import RecipeError, default_recipe_path, load_recipe, recipe_path
 from collect.writer import DatasetExistsError, collect, datasets_root
-from offline_dynamite.cli import fail
+from offline_dynamite.cli import RayAddress, fail, ray_cluster
 from offline_dynamite.data import DatasetError, FlatDataset, load_flat
+from offline_dynamite.distributed import DistributedError
 
 app = typer.Typer(
     help=__doc__.split("\n\n")[0],
@@ -58,6 +60,7 @@ def main(
     dataset_id: Annotated[str | None, typer.Option(help="Override the dataset id ([namespace/]name-vN).")] = None,
     seed: Annotated[int | None, typer.Option(help="Override the recipe's seed.")] = None,
     workers: Annotated[int, typer.Option(min=1, help="Worker processes rolling episodes out.")] = 1,
+    ray: RayAddress = None,
     root: RootOption = None,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing dataset of the same id.")] = False,
 ) -> None:
@@ -66,6 +69,9 @@ def main(
         return
     if (env is None) == (recipe is None):
         fail("give either --env (its default recipe) or --recipe (a file or dataset id)")
+    if ray is not None and workers > 1:
+        fail("--workers starts processes on this machine; with --ray the cluster's CPUs roll out: drop --workers")
+    cluster = ray_cluster(ray)
     try:
         chosen = load_recipe(recipe) if recipe else load_recipe(str(default_recipe_path(env)))
         overrides = {"episodes": episodes, "seed": seed, "dataset_id": dataset_id}
@@ -95,7 +101,7 @@ def main(
             progress.update(task, rate=f"{speed:,.0f} steps/s" if speed else "")
 
         try:
-            result = collect(chosen, resolved_root, workers, overwrite, on_progress=advance)
+            result = collect(chosen, resolved_root, workers, overwrite, on_progress=advance, ray=cluster)
         except KeyboardInterrupt:
             progress.stop()
             fail("interrupted: no dataset was written", code=130)
@@ -105,6 +111,9 @@ def main(
         except OSError as error:
             progress.stop()
             fail(f"writing the dataset failed, nothing was kept: {error}", code=1)
+        except DistributedError as error:
+            progress.stop()
+            fail(f"{error}; nothing was kept", code=1)
     console.print(
         f"[green]✓[/] {result.dataset_id}: {result.episodes} episodes, {result.steps:,} steps in "
         f"{result.seconds:.1f} s ({result.steps / result.seconds:,.0f} steps/s); "

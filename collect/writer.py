@@ -40,8 +40,9 @@ from minari.serialization import serialize_space
 from collect.policies import Behaviour, choose_behaviours
 from collect.recipe import Recipe, RecipeError
 from offline_dynamite.data import TRANSITION_FIELDS, ContentHasher
+from offline_dynamite.distributed import RayCluster, ray_map
 from offline_dynamite.policies import OracleUnavailableError
-from offline_dynamite.rollout import Trajectory, episode_seed, policy_seed, run_batch
+from offline_dynamite.rollout import Trajectory, episode_seed, policy_seed, process_envs, run_batch
 
 #: Episodes per task sent to a worker; envs of a task that share a behaviour run in lockstep.
 CHUNK_EPISODES = 16
@@ -88,7 +89,6 @@ class _Task:
     behaviours: tuple[int, ...]  # index into mix, per episode
 
 
-_worker_envs: dict[str, list[gym.Env]] = {}
 _worker_policies: dict[tuple[str, Behaviour], Any] = {}
 
 
@@ -97,20 +97,12 @@ def _ignore_sigint() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
-def _envs(env_id: str, env_kwargs: dict[str, Any], count: int) -> list[gym.Env]:
-    key = json.dumps([env_id, env_kwargs], sort_keys=True)
-    envs = _worker_envs.setdefault(key, [])
-    while len(envs) < count:
-        envs.append(gym.make(env_id, **env_kwargs))
-    return envs[:count]
-
-
 def _roll_out(task: _Task) -> list[tuple[int, int, int, Trajectory]]:
     """Roll a task's episodes out; returns ``(episode, behaviour, env seed, trajectory)``."""
     results = []
     for behaviour_index in sorted(set(task.behaviours)):
         episodes = [e for e, b in zip(task.episodes, task.behaviours) if b == behaviour_index]
-        envs = _envs(task.env_id, task.env_kwargs, len(episodes))
+        envs = process_envs(task.env_id, task.env_kwargs, len(episodes))
         behaviour = task.mix[behaviour_index]
         policy_key = (json.dumps([task.env_id, task.env_kwargs], sort_keys=True), behaviour)
         if policy_key not in _worker_policies:
@@ -236,8 +228,13 @@ def collect(
     workers: int = 1,
     overwrite: bool = False,
     on_progress: Callable[[int], None] | None = None,
+    ray: RayCluster | None = None,
 ) -> CollectResult:
-    """Collect ``recipe`` into ``root``; ``on_progress(steps)`` is called as episodes arrive."""
+    """Collect ``recipe`` into ``root``; ``on_progress(steps)`` is called as episodes arrive.
+
+    The episodes are rolled out in this process (``workers=1``), in a pool of ``workers``
+    processes, or as Ray tasks on ``ray``'s cluster; the dataset is the same in each case.
+    """
     final_dir = dataset_dir(root, recipe.dataset_id)
     if final_dir.exists() and not overwrite:
         raise DatasetExistsError(
@@ -262,7 +259,7 @@ def collect(
         hasher = ContentHasher()
         steps = 0
         reference_returns: list[float] = []
-        with _task_results(data_tasks + reference_tasks, workers) as results, \
+        with _task_results(data_tasks + reference_tasks, workers, ray) as results, \
                 h5py.File(partial / "data" / "main_data.hdf5", "w", track_order=True) as file:
             for index, chunk in enumerate(results):
                 if index >= len(data_tasks):
@@ -290,8 +287,13 @@ def collect(
 
 
 @contextlib.contextmanager
-def _task_results(tasks: list[_Task], workers: int) -> Iterator[Iterator[list[tuple[int, int, int, Trajectory]]]]:
-    """Task results in task order: in this process for one worker, else from a process pool."""
+def _task_results(tasks: list[_Task], workers: int,
+                  ray: RayCluster | None) -> Iterator[Iterator[list[tuple[int, int, int, Trajectory]]]]:
+    """Task results in task order: from Ray, in this process for one worker, else from a process pool."""
+    if ray is not None:
+        with contextlib.closing(ray_map(_roll_out, tasks, ray)) as results:
+            yield results
+        return
     if workers <= 1:
         yield map(_roll_out, tasks)
         return

@@ -10,7 +10,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from offline_dynamite.cli import fail
+from offline_dynamite.cli import RayAddress, fail, ray_cluster
+from offline_dynamite.distributed import DistributedError
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, rich_markup_mode=None)
 console = Console()
@@ -26,6 +27,7 @@ def main(
     switch_prob: Annotated[float | None, typer.Option(help="Override the env's session switch probability.")] = None,
     compare: Annotated[Path | None, typer.Option(
         help="Write comparison.md, comparison.csv and plots of all runs into this folder.")] = None,
+    ray: RayAddress = None,
 ) -> None:
     """Online roll-outs of each run, the belief updated from the policy's own experience."""
     import torch
@@ -35,6 +37,7 @@ def main(
     from offline_dynamite.envs import resolve_env_id
 
     torch.set_num_threads(1)
+    cluster = ray_cluster(ray)
     try:
         env_id = resolve_env_id(env) if env is not None else None
     except ValueError as error:
@@ -46,9 +49,11 @@ def main(
     for run_dir in runs:
         try:
             evaluation, result = evaluate_run(run_dir, episodes=episodes, seed=seed, num_envs=num_envs, env_id=env_id,
-                                              switch_prob=switch_prob)
+                                              switch_prob=switch_prob, ray=cluster)
         except ValueError as error:  # EvaluationError, DatasetError, CheckpointError
             fail(f"{run_dir}: {error}")
+        except DistributedError as error:
+            fail(f"{run_dir}: {error}", code=1)
         except KeyboardInterrupt:
             fail("interrupted: the runs evaluated so far have their results in <run>/evaluations/", code=130)
         evaluations.append(evaluation)

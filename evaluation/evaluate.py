@@ -18,6 +18,8 @@ Metrics (:func:`score`):
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,8 +30,9 @@ import numpy as np
 
 from offline_dynamite.belief.diagnostics import boundary_scores, encode_episodes, latent_probe
 from offline_dynamite.data import load_flat
+from offline_dynamite.distributed import RayCluster, ray_map
 from offline_dynamite.online import ClosedLoopPolicy, OnlinePolicy
-from offline_dynamite.rollout import Rollouts, run_trajectories
+from offline_dynamite.rollout import Rollouts, episode_seed, policy_seed, process_envs, run_batch
 
 #: Dataset episodes whose beliefs fit the latent probe.
 PROBE_EPISODES = 500
@@ -49,36 +52,43 @@ class Episodes:
     mu: np.ndarray | None  # [E, T, k]: the belief the policy acted on at each step
     boundary_probability: np.ndarray | None  # [E, T]
 
+    @classmethod
+    def concatenate(cls, parts: list[Episodes]) -> Episodes:
+        """The episodes of ``parts``, one after the other."""
+        def joined(arrays: list[np.ndarray | None]) -> np.ndarray | None:
+            return None if arrays[0] is None else np.concatenate(arrays)
+
+        return cls(
+            rollouts=Rollouts(
+                rewards=np.concatenate([part.rollouts.rewards for part in parts]),
+                session_ids=np.concatenate([part.rollouts.session_ids for part in parts]),
+                latents=np.concatenate([part.rollouts.latents for part in parts]),
+            ),
+            observations=np.concatenate([part.observations for part in parts]),
+            session_starts=np.concatenate([part.session_starts for part in parts]),
+            mu=joined([part.mu for part in parts]),
+            boundary_probability=joined([part.boundary_probability for part in parts]),
+        )
+
 
 class RecordingPolicy(ClosedLoopPolicy):
-    """A closed-loop policy that keeps the belief it acted on at every step, batch after batch."""
+    """A closed-loop policy that keeps the belief it acted on at every step of its batch."""
 
     def __init__(self, policy: OnlinePolicy) -> None:
         super().__init__(policy)
-        self._batch: dict[str, list[np.ndarray]] = {}  # per step, in the running batch
-        self._done: dict[str, list[np.ndarray]] = {"mu": [], "boundary_probability": []}  # [B, T] per batch
-
-    def reset(self, seeds) -> None:
-        super().reset(seeds)
-        self._close_batch()
+        self._steps: dict[str, list[np.ndarray]] = {"mu": [], "boundary_probability": []}
 
     def act(self, observations: np.ndarray, latents: np.ndarray) -> np.ndarray:
         actions = super().act(observations, latents)
-        for key in self._done:
+        for key, steps in self._steps.items():
             value = getattr(self.policy, key)
             if value is not None:
-                self._batch.setdefault(key, []).append(value)
+                steps.append(value)
         return actions
 
     def recorded(self, key: str) -> np.ndarray | None:
-        """``key`` (``mu`` or ``boundary_probability``) of every episode so far, ``[E, T, ...]``."""
-        self._close_batch()
-        return np.concatenate(self._done[key]) if self._done[key] else None
-
-    def _close_batch(self) -> None:
-        for key, steps in self._batch.items():
-            self._done[key].append(np.stack(steps, axis=1))
-        self._batch = {}
+        """``key`` (``mu`` or ``boundary_probability``) of the batch's episodes, ``[B, T, ...]``."""
+        return np.stack(self._steps[key], axis=1) if self._steps[key] else None
 
 
 def env_of_run(record: dict[str, Any], env_id: str | None, switch_prob: float | None) -> tuple[str, dict[str, Any]]:
@@ -99,16 +109,29 @@ def env_of_run(record: dict[str, Any], env_id: str | None, switch_prob: float | 
 
 
 def roll_out(policy: OnlinePolicy, env_id: str, env_kwargs: dict[str, Any], episodes: int, seed: int,
-             num_envs: int) -> Episodes:
-    """``episodes`` seeded episodes, ``num_envs`` envs stepped in lockstep."""
+             num_envs: int, ray: RayCluster | None = None) -> Episodes:
+    """``episodes`` seeded episodes, ``num_envs`` envs stepped in lockstep, here or, one batch of
+    envs per task, on ``ray``'s cluster (the same episodes either way)."""
     try:
         probe = gym.make(env_id, **env_kwargs)
     except (gym.error.Error, TypeError, ValueError, ImportError) as error:
         raise EvaluationError(f"cannot build env {env_id} with {env_kwargs}: {error}") from None
     _check_spaces(policy, probe, env_id)
     probe.close()
+    batches = [range(first, min(first + num_envs, episodes)) for first in range(0, episodes, num_envs)]
+    roll_out_batch = functools.partial(_roll_out_batch, policy, env_id, env_kwargs, seed)
+    if ray is None:
+        return Episodes.concatenate(list(map(roll_out_batch, batches)))
+    with contextlib.closing(ray_map(roll_out_batch, batches, ray)) as results:
+        return Episodes.concatenate(list(results))
+
+
+def _roll_out_batch(policy: OnlinePolicy, env_id: str, env_kwargs: dict[str, Any], seed: int,
+                    episodes: range) -> Episodes:
+    """Episodes ``episodes`` of a run seeded with ``seed``, in lockstep (one shard of :func:`roll_out`)."""
     recorder = RecordingPolicy(policy)
-    trajectories = run_trajectories(env_id, recorder, episodes, seed, num_envs, env_kwargs)
+    trajectories = run_batch(process_envs(env_id, env_kwargs, len(episodes)), recorder,
+                             [episode_seed(seed, i) for i in episodes], [policy_seed(seed, i) for i in episodes])
     return Episodes(Rollouts.of(trajectories), np.stack([t.observations for t in trajectories]),
                     np.stack([t.infos["session_start"] for t in trajectories]),
                     recorder.recorded("mu"), recorder.recorded("boundary_probability"))
@@ -173,7 +196,7 @@ def boundary_metrics(episodes: Episodes) -> dict[str, float]:
 
 
 def evaluate_run(run_dir: Path, *, episodes: int, seed: int, num_envs: int, env_id: str | None = None,
-                 switch_prob: float | None = None) -> tuple[dict[str, Any], Episodes]:
+                 switch_prob: float | None = None, ray: RayCluster | None = None) -> tuple[dict[str, Any], Episodes]:
     """Evaluate one run: its record of the evaluation (also written to
     ``<run_dir>/evaluations/<tag>.json``) and the episodes themselves."""
     try:
@@ -182,7 +205,7 @@ def evaluate_run(run_dir: Path, *, episodes: int, seed: int, num_envs: int, env_
         raise EvaluationError(str(error)) from None
     record = policy.record
     env, env_kwargs = env_of_run(record, env_id, switch_prob)
-    result = roll_out(policy, env, env_kwargs, episodes, seed, num_envs)
+    result = roll_out(policy, env, env_kwargs, episodes, seed, num_envs, ray)
     evaluation = {
         "run": str(run_dir),
         "variant": record["variant"],

@@ -8,9 +8,11 @@ from typing import Annotated
 import gymnasium as gym
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from offline_dynamite.belief.trainer import BeliefTrainConfig, TrainingDiverged
+from offline_dynamite.distributed import DistributedError, RayCluster, import_ray
 from offline_dynamite.envs import ENV_IDS, resolve_env_id
 from offline_dynamite.policies import OracleUnavailableError, RandomPolicy
 from offline_dynamite.rollout import run_episodes
@@ -35,12 +37,30 @@ Seed = Annotated[int, typer.Option(help="Seed of every random choice: data split
 Threads = Annotated[int, typer.Option(min=1, help="Torch CPU threads (1 is bit-for-bit reproducible).")]
 Out = Annotated[Path, typer.Option(help="Folder of run folders.")]
 Resume = Annotated[Path | None, typer.Option(help="Continue the run in this folder exactly.")]
+# Options that `dynamite-collect` and `dynamite-eval` share.
+RayAddress = Annotated[str | None, typer.Option(
+    "--ray", metavar="ADDRESS",
+    help="Roll out as Ray tasks on: local (Ray on this machine), auto (the cluster this machine joined), "
+         "host:port or ray://host:port (the ray extra).")]
 
 
 def fail(message: str, code: int = 2) -> None:
     """Print one error line and exit non-zero (shared by every dynamite-rl command line)."""
-    Console(stderr=True, soft_wrap=True).print(f"[bold red]error:[/] {message}", highlight=False)
+    # The message is text, not markup: "[[behaviour]]" or "dynamite-rl[ray]" must print as they are.
+    Console(stderr=True, soft_wrap=True).print(f"[bold red]error:[/] {escape(message)}", highlight=False)
     raise typer.Exit(code=code)
+
+
+def ray_cluster(address: str | None) -> RayCluster | None:
+    """The cluster ``--ray`` names, checked before any work is done (one line and exit 2 if unusable)."""
+    if address is None:
+        return None
+    try:
+        cluster = RayCluster(address)
+        import_ray()
+    except DistributedError as error:
+        fail(str(error))
+    return cluster
 
 
 @app.callback()

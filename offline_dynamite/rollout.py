@@ -8,6 +8,7 @@ envs of a batch finish together.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -81,6 +82,18 @@ def run_batch(
         )
         for i in range(len(envs))
     ]
+
+
+_process_envs: dict[str, list[gym.Env]] = {}
+
+
+def process_envs(env_id: str, env_kwargs: dict[str, Any], count: int) -> list[gym.Env]:
+    """``count`` envs of this process, built once and reused by later batches (in worker
+    processes, which roll many batches out). Every episode resets its env with its own seed."""
+    envs = _process_envs.setdefault(json.dumps([env_id, env_kwargs], sort_keys=True), [])
+    while len(envs) < count:
+        envs.append(gym.make(env_id, **env_kwargs))
+    return envs[:count]
 
 
 def _stack(infos: list[dict[str, Any]], key: str) -> np.ndarray:
