@@ -18,6 +18,7 @@ the same dynamite-rl installed, since shards import it there.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import os
 import re
@@ -121,12 +122,12 @@ def ray_map(function: Callable[[Item], Result], items: Iterable[Item], cluster: 
         remote = ray.remote(max_retries=SHARD_RETRIES, num_cpus=1)(_call)
         window = max(2, SHARDS_PER_CPU * int(ray.cluster_resources().get("CPU", 1)))
         function_ref = ray.put(function)  # sent once, not with every shard
-        pending: deque[tuple[int, Any]] = deque()
-        items = enumerate(items)
+        pending: deque[tuple[int, Any]] = deque()  # (shard index, its result's reference), in order
+        shards = enumerate(items)
         try:
             while True:
-                while len(pending) < window and (item := next(items, None)) is not None:
-                    pending.append((item[0], remote.remote(function_ref, item[1])))
+                for index, item in itertools.islice(shards, window - len(pending)):
+                    pending.append((index, remote.remote(function_ref, item)))
                 if not pending:
                     return
                 index, reference = pending.popleft()
