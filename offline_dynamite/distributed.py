@@ -23,6 +23,8 @@ import logging
 import os
 import re
 import socket
+import sys
+import tempfile
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -82,16 +84,43 @@ def connected(cluster: RayCluster) -> Iterator[Any]:
         return
     address = os.environ.get("RAY_ADDRESS", "auto") if cluster.address == "auto" else cluster.address
     _check_reachable(address)
-    try:
-        # Workers' own output (library banners, warnings) stays in Ray's log files; what goes
-        # wrong in a shard comes back as its exception.
-        ray.init(address=address, logging_level=logging.ERROR, log_to_driver=False)
-    except (ConnectionError, RuntimeError, ValueError) as error:
-        raise DistributedError(f"cannot connect to Ray at {address}: {error}") from None
+    # A local instance's processes would inherit the held-back stderr: only joining is quieted.
+    with contextlib.nullcontext() if address == "local" else _native_stderr_only_on_success():
+        try:
+            # Workers' own output (library banners, warnings) stays in Ray's log files; what goes
+            # wrong in a shard comes back as its exception.
+            ray.init(address=address, logging_level=logging.ERROR, log_to_driver=False)
+        except (ConnectionError, RuntimeError, ValueError) as error:
+            raise DistributedError(
+                f"cannot connect to Ray at {address}: {error}. If the cluster uses token authentication "
+                "(`ray start` says so), set RAY_AUTH_MODE=token and RAY_AUTH_TOKEN (`ray get-auth-token` "
+                "on the head)"
+            ) from None
     try:
         yield ray
     finally:
         ray.shutdown()
+
+
+@contextlib.contextmanager
+def _native_stderr_only_on_success() -> Iterator[None]:
+    """Hold back what native code writes to stderr (file descriptor 2) meanwhile; show it only if
+    the block succeeds.
+
+    While ``ray.init`` retries an address that refuses it (a missing token, a crashed head), Ray's
+    C++ client logs a warning every second for about 20 s; the error line that follows says it all.
+    """
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile("w+") as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+        captured.seek(0)
+        sys.stderr.write(captured.read())
 
 
 def _check_reachable(address: str) -> None:

@@ -6,6 +6,7 @@ worker dies mid-shard; the command lines refuse what they cannot do in one line.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -208,4 +209,33 @@ def test_bad_ray_input_is_one_line_and_leaves_nothing(arguments, code, message, 
     assert result.returncode == code
     lines = error_lines(result.stderr)
     assert len(lines) == 1 and message.replace("{port}", port) in lines[0], result.stderr
+    assert visible_entries(tmp_path / "root") == []
+
+
+def test_a_cluster_that_refuses_the_connection_is_one_line(tmp_path):
+    # A head with token authentication, joined without RAY_AUTH_MODE=token: Ray retries for ~20 s,
+    # its C++ client warning every second; the command prints one line saying what to set.
+    port = closed_port()
+    without_auth = {key: value for key, value in os.environ.items() if key != "RAY_AUTH_MODE"}
+    head = subprocess.Popen([console_script("ray"), "start", "--head", "--block", "--port", str(port), "--num-cpus", "1"],
+                            env={**without_auth, "RAY_AUTH_MODE": "token"},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
+                break
+            assert time.monotonic() < deadline and head.poll() is None, "the Ray head never started"
+            time.sleep(0.2)
+        result = subprocess.run(
+            [console_script("dynamite-collect"), "--env", "gridworld", "--episodes", "4", "--ray", f"127.0.0.1:{port}"],
+            capture_output=True, text=True, timeout=120,
+            env={**without_auth, "MINARI_DATASETS_PATH": str(tmp_path / "root"), "COLUMNS": "200"},
+        )
+    finally:
+        head.terminate()
+        head.wait(timeout=60)
+    assert result.returncode == 1
+    lines = error_lines(result.stderr)
+    assert len(lines) == 1 and "set RAY_AUTH_MODE=token and RAY_AUTH_TOKEN" in lines[0], result.stderr
     assert visible_entries(tmp_path / "root") == []
