@@ -10,10 +10,12 @@ import contextlib
 import json
 import logging
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -42,7 +44,8 @@ def small_recipe(**changes):
 @pytest.fixture(scope="module")
 def ray_address() -> str:
     """A local Ray instance with 2 CPUs for the whole module; its GCS address for subprocesses."""
-    ray.init(num_cpus=2, logging_level=logging.ERROR, log_to_driver=False)
+    # "local": a new instance even if this machine already runs one (ray.init would join it).
+    ray.init(address="local", num_cpus=2, logging_level=logging.ERROR, log_to_driver=False)
     yield ray.get_runtime_context().gcs_address
     ray.shutdown()
 
@@ -217,7 +220,10 @@ def test_a_cluster_that_refuses_the_connection_is_one_line(tmp_path):
     # its C++ client warning every second; the command prints one line saying what to set.
     port = closed_port()
     without_auth = {key: value for key, value in os.environ.items() if key != "RAY_AUTH_MODE"}
-    head = subprocess.Popen([console_script("ray"), "start", "--head", "--block", "--port", str(port), "--num-cpus", "1"],
+    # Its own temporary folder, so that it does not become this machine's "current" Ray cluster.
+    temp_dir = tempfile.mkdtemp(prefix="ray-", dir="/tmp")  # short: Ray's socket paths must fit
+    head = subprocess.Popen([console_script("ray"), "start", "--head", "--block", "--port", str(port), "--num-cpus", "1",
+                             f"--temp-dir={temp_dir}"],
                             env={**without_auth, "RAY_AUTH_MODE": "token"},
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
@@ -235,6 +241,7 @@ def test_a_cluster_that_refuses_the_connection_is_one_line(tmp_path):
     finally:
         head.terminate()
         head.wait(timeout=60)
+        shutil.rmtree(temp_dir, ignore_errors=True)
     assert result.returncode == 1
     lines = error_lines(result.stderr)
     assert len(lines) == 1 and "set RAY_AUTH_MODE=token and RAY_AUTH_TOKEN" in lines[0], result.stderr

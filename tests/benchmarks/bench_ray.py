@@ -50,7 +50,7 @@ def collection(name: str, episodes: int, cpus: int, root: Path) -> None:
     timed("local, 1 process", workers=1)
     timed(f"local, {cpus} processes", workers=cpus)
     timed("--ray local", ray=RayCluster("local"))  # starts Ray on this machine's CPUs and stops it
-    ray.init(num_cpus=cpus, logging_level=logging.ERROR, log_to_driver=False)
+    ray.init(address="local", num_cpus=cpus, logging_level=logging.ERROR, log_to_driver=False)
     collect(recipe, root / f"{name}-warm-up", ray=ON_RAY)  # the workers import the project
     timed("Ray, warm instance", ray=ON_RAY)
     assert len(hashes) == 1, "the datasets differ"
