@@ -40,7 +40,7 @@ import offline_dynamite.envs
 from offline_dynamite.envs import resolve_env_id
 from offline_dynamite.envs.mlp_policy import MLPPolicy
 from offline_dynamite.policies import BatchPolicy, DeterministicPolicy, RandomPolicy
-from offline_dynamite.rollout import episode_seed, policy_seed, run_batch
+from offline_dynamite.rollout import run_seeded_batch
 
 #: Where the cheetah envs' ``make_oracle`` looks for ``<oracle_file>``.
 ORACLE_DIR = Path(offline_dynamite.envs.__file__).parent / "assets" / "oracles"
@@ -377,12 +377,7 @@ def evaluate(env_id: str, policy: BatchPolicy, episodes: int, seed: int) -> Eval
     """
     envs = [gym.make(env_id) for _ in range(episodes)]
     try:
-        trajectories = run_batch(
-            envs,
-            policy,
-            [episode_seed(seed, i) for i in range(episodes)],
-            [policy_seed(seed, i) for i in range(episodes)],
-        )
+        trajectories = run_seeded_batch(envs, policy, seed, range(episodes))
         reward_of = envs[0].unwrapped.reward
     finally:
         for env in envs:

@@ -42,7 +42,7 @@ from collect.recipe import Recipe, RecipeError
 from offline_dynamite.data import TRANSITION_FIELDS, ContentHasher
 from offline_dynamite.distributed import RayCluster, ray_map
 from offline_dynamite.policies import OracleUnavailableError
-from offline_dynamite.rollout import Trajectory, episode_seed, policy_seed, process_envs, run_batch
+from offline_dynamite.rollout import Trajectory, episode_seed, process_envs, run_seeded_batch
 
 #: Episodes per task sent to a worker; envs of a task that share a behaviour run in lockstep.
 CHUNK_EPISODES = 16
@@ -107,13 +107,10 @@ def _roll_out(task: _Task) -> list[tuple[int, int, int, Trajectory]]:
         policy_key = (json.dumps([task.env_id, task.env_kwargs], sort_keys=True), behaviour)
         if policy_key not in _worker_policies:
             _worker_policies[policy_key] = behaviour.build(envs[0])
-        env_seeds = [episode_seed(task.seed, e) for e in episodes]
-        trajectories = run_batch(
-            envs, _worker_policies[policy_key], env_seeds, [policy_seed(task.seed, e) for e in episodes]
-        )
+        trajectories = run_seeded_batch(envs, _worker_policies[policy_key], task.seed, episodes)
         results += [
-            (episode, behaviour_index, env_seed, trajectory)
-            for episode, env_seed, trajectory in zip(episodes, env_seeds, trajectories)
+            (episode, behaviour_index, episode_seed(task.seed, episode), trajectory)
+            for episode, trajectory in zip(episodes, trajectories)
         ]
     return sorted(results, key=lambda item: item[0])
 

@@ -32,7 +32,7 @@ from offline_dynamite.belief.diagnostics import boundary_scores, encode_episodes
 from offline_dynamite.data import load_flat
 from offline_dynamite.distributed import RayCluster, ray_map
 from offline_dynamite.online import ClosedLoopPolicy, OnlinePolicy
-from offline_dynamite.rollout import Rollouts, episode_seed, policy_seed, process_envs, run_batch
+from offline_dynamite.rollout import Rollouts, episode_batches, process_envs, run_seeded_batch
 
 #: Dataset episodes whose beliefs fit the latent probe.
 PROBE_EPISODES = 500
@@ -118,7 +118,7 @@ def roll_out(policy: OnlinePolicy, env_id: str, env_kwargs: dict[str, Any], epis
         raise EvaluationError(f"cannot build env {env_id} with {env_kwargs}: {error}") from None
     _check_spaces(policy, probe, env_id)
     probe.close()
-    batches = [range(first, min(first + num_envs, episodes)) for first in range(0, episodes, num_envs)]
+    batches = episode_batches(episodes, num_envs)
     roll_out_batch = functools.partial(_roll_out_batch, policy, env_id, env_kwargs, seed)
     if ray is None:
         return Episodes.concatenate(list(map(roll_out_batch, batches)))
@@ -130,8 +130,7 @@ def _roll_out_batch(policy: OnlinePolicy, env_id: str, env_kwargs: dict[str, Any
                     episodes: range) -> Episodes:
     """Episodes ``episodes`` of a run seeded with ``seed``, in lockstep (one shard of :func:`roll_out`)."""
     recorder = RecordingPolicy(policy)
-    trajectories = run_batch(process_envs(env_id, env_kwargs, len(episodes)), recorder,
-                             [episode_seed(seed, i) for i in episodes], [policy_seed(seed, i) for i in episodes])
+    trajectories = run_seeded_batch(process_envs(env_id, env_kwargs, len(episodes)), recorder, seed, episodes)
     return Episodes(Rollouts.of(trajectories), np.stack([t.observations for t in trajectories]),
                     np.stack([t.infos["session_start"] for t in trajectories]),
                     recorder.recorded("mu"), recorder.recorded("boundary_probability"))

@@ -84,6 +84,19 @@ def run_batch(
     ]
 
 
+def run_seeded_batch(envs: Sequence[gym.Env], policy: BatchPolicy, seed: int,
+                     episodes: Sequence[int]) -> list[Trajectory]:
+    """Episodes ``episodes`` of a run seeded with ``seed``, one per env, in lockstep: each with
+    the seeds :func:`episode_seed` and :func:`policy_seed` give it, whatever batch it is in."""
+    return run_batch(envs[: len(episodes)], policy, [episode_seed(seed, i) for i in episodes],
+                     [policy_seed(seed, i) for i in episodes])
+
+
+def episode_batches(num_episodes: int, batch_size: int) -> list[range]:
+    """Episodes ``0 … num_episodes - 1`` in consecutive batches of at most ``batch_size``."""
+    return [range(first, min(first + batch_size, num_episodes)) for first in range(0, num_episodes, batch_size)]
+
+
 _process_envs: dict[str, list[gym.Env]] = {}
 
 
@@ -147,14 +160,8 @@ def run_trajectories(
     envs = [gym.make(env_id, **(env_kwargs or {})) for _ in range(min(num_envs, num_episodes))]
     trajectories: list[Trajectory] = []
     try:
-        for first in range(0, num_episodes, len(envs)):
-            episodes = range(first, min(first + len(envs), num_episodes))
-            trajectories += run_batch(
-                envs[: len(episodes)],
-                policy,
-                [episode_seed(seed, i) for i in episodes],
-                [policy_seed(seed, i) for i in episodes],
-            )
+        for episodes in episode_batches(num_episodes, len(envs)):
+            trajectories += run_seeded_batch(envs, policy, seed, episodes)
     finally:
         for env in envs:
             env.close()

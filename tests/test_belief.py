@@ -16,11 +16,10 @@ from collect.recipe import load_recipe
 from collect.writer import collect
 from offline_dynamite.belief import losses
 from offline_dynamite.belief.config import BeliefConfig, belief_config_for
-from offline_dynamite.belief.model import Batch, BeliefModel, DataSpec
+from offline_dynamite.belief.model import Batch, BeliefModel, DataSpec, to_tensors
 from offline_dynamite.belief.trainer import (BeliefTrainConfig, BeliefTrainer, CheckpointError, load_checkpoint,
                                              model_from_checkpoint)
 from offline_dynamite.data import load_flat, sequence_batch
-from offline_dynamite.belief.model import to_tensors
 from tests.helpers import bad_datasets, console_script
 
 SPEC = DataSpec(observation_size=3, action_size=2, discrete_actions=False)
