@@ -82,3 +82,29 @@ def bad_datasets(labelled: Path, folder: Path) -> dict[str, Path]:
             for key in ("latent", "session_id", "session_start"):
                 del file[name]["infos"][key]
     return {"not_hdf5": not_hdf5, "not_minari": not_minari, "unlabelled": unlabelled / "main_data.hdf5"}
+
+
+def visible_entries(root: Path) -> list[str]:
+    """Everything in a datasets root, hidden partial folders included."""
+    return sorted(p.name for p in root.iterdir()) if root.exists() else []
+
+
+def interrupt_collection(arguments: list[str], root: Path, running_s: float) -> tuple[int, str]:
+    """Start ``dynamite-collect ARGUMENTS --root ROOT``, wait until its partial dataset folder
+    exists, let it run ``running_s`` more seconds, press Ctrl-C; its exit code and stderr."""
+    import signal
+    import subprocess
+    import time
+
+    from collect.writer import PARTIAL_PREFIX
+
+    process = subprocess.Popen([console_script("dynamite-collect"), *arguments, "--root", str(root)],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not any(name.startswith(PARTIAL_PREFIX) for name in visible_entries(root)):
+        assert time.monotonic() < deadline and process.poll() is None, "collection never started"
+        time.sleep(0.05)
+    time.sleep(running_s)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=60)
+    return process.returncode, stderr

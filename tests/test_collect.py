@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import gymnasium as gym
@@ -20,7 +18,7 @@ from collect.policies import Behaviour, NoisyPolicy, choose_behaviours
 from collect.recipe import RECIPES_DIR, Recipe, RecipeError, load_recipe
 from collect.writer import PARTIAL_PREFIX, DatasetExistsError, collect
 from offline_dynamite.data import load_flat
-from tests.helpers import console_script
+from tests.helpers import console_script, interrupt_collection, visible_entries
 
 GRID_ID = "dynamite/gridworld/mixed-v0"
 
@@ -41,10 +39,6 @@ def run_cli(*arguments: str, root: Path, **extra_env: str) -> subprocess.Complet
     return subprocess.run(
         [console_script("dynamite-collect"), *arguments], capture_output=True, text=True, env=env
     )
-
-
-def visible_entries(root: Path) -> list[str]:
-    return sorted(p.name for p in root.iterdir()) if root.exists() else []
 
 
 # ---------------------------------------------------------------------------- Minari compatibility
@@ -263,19 +257,11 @@ def test_existing_dataset_needs_overwrite(tmp_path):
 
 def test_ctrl_c_mid_collection_leaves_no_dataset_and_no_stray_folder(tmp_path):
     root = tmp_path / "root"
-    process = subprocess.Popen(
-        [console_script("dynamite-collect"), "--recipe", "dynamite/reacher/mixed-v0", "--episodes", "4000",
-         "--workers", "2", "--root", str(root)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    returncode, stderr = interrupt_collection(
+        ["--recipe", "dynamite/reacher/mixed-v0", "--episodes", "4000", "--workers", "2"], root,
+        running_s=1.0,  # well into the roll-outs
     )
-    deadline = time.monotonic() + 60
-    while not (root.exists() and any(p.name.startswith(PARTIAL_PREFIX) for p in root.iterdir())):
-        assert time.monotonic() < deadline and process.poll() is None, "collection never started"
-        time.sleep(0.05)
-    time.sleep(1.0)  # well into the roll-outs
-    process.send_signal(signal.SIGINT)
-    _, stderr = process.communicate(timeout=60)
-    assert process.returncode == 130
+    assert returncode == 130
     assert "interrupted: no dataset was written" in stderr
     assert visible_entries(root) == []  # no dataset, no partial folder, no namespace folder
     env = {**os.environ, "MINARI_DATASETS_PATH": str(root)}

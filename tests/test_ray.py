@@ -11,7 +11,6 @@ import json
 import logging
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -23,22 +22,17 @@ import numpy as np
 import pytest
 
 from collect import writer
-from collect.recipe import load_recipe
-from collect.writer import CHUNK_EPISODES, PARTIAL_PREFIX, collect
+from collect.writer import CHUNK_EPISODES, collect
 from evaluation.evaluate import evaluate_run
 from offline_dynamite.data import load_flat
 from offline_dynamite.distributed import SHARD_RETRIES, DistributedError, RayCluster
-from tests.helpers import console_script
+from tests.helpers import console_script, interrupt_collection, visible_entries
+from tests.test_collect import GRID_ID, small_recipe
 from tests.test_train import train_in_process
 
 ray = pytest.importorskip("ray", reason="the ray extra is not installed")
 
-GRID_ID = "dynamite/gridworld/mixed-v0"
 IN_PROCESS = RayCluster("auto")  # collect() and evaluate_run() reuse the fixture's connection
-
-
-def small_recipe(**changes):
-    return load_recipe(GRID_ID).replace(**{"episodes": 40, "reference_episodes": 8, **changes})
 
 
 @pytest.fixture(scope="module")
@@ -67,10 +61,6 @@ def assert_same_dataset(data_file: Path, reference: Path) -> None:
 def run_cli(script: str, *arguments: str, root: Path, **kwargs) -> subprocess.CompletedProcess:
     env = {**os.environ, "MINARI_DATASETS_PATH": str(root), "COLUMNS": "200"}
     return subprocess.run([console_script(script), *arguments], capture_output=True, text=True, env=env, **kwargs)
-
-
-def visible_entries(root: Path) -> list[str]:
-    return sorted(p.name for p in root.iterdir()) if root.exists() else []
 
 
 def error_lines(stderr: str) -> list[str]:
@@ -133,19 +123,11 @@ def test_the_cli_collects_on_a_cluster_given_its_address(ray_address, local_data
 
 def test_ctrl_c_during_a_ray_collection_leaves_nothing(ray_address, tmp_path):
     root = tmp_path / "root"
-    process = subprocess.Popen(
-        [console_script("dynamite-collect"), "--recipe", "dynamite/reacher/mixed-v0", "--episodes", "4000",
-         "--ray", ray_address, "--root", str(root)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    returncode, stderr = interrupt_collection(
+        ["--recipe", "dynamite/reacher/mixed-v0", "--episodes", "4000", "--ray", ray_address], root,
+        running_s=4.0,  # connected, shards running
     )
-    deadline = time.monotonic() + 60
-    while not (root.exists() and any(p.name.startswith(PARTIAL_PREFIX) for p in root.iterdir())):
-        assert time.monotonic() < deadline and process.poll() is None, "collection never started"
-        time.sleep(0.05)
-    time.sleep(4.0)  # connected, shards running
-    process.send_signal(signal.SIGINT)
-    _, stderr = process.communicate(timeout=60)
-    assert process.returncode == 130, stderr
+    assert returncode == 130, stderr
     assert "interrupted: no dataset was written" in stderr
     assert visible_entries(root) == []
 
