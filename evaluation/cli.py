@@ -57,7 +57,7 @@ def main(
         except KeyboardInterrupt:
             fail("interrupted: the runs evaluated so far have their results in <run>/evaluations/", code=130)
         evaluations.append(evaluation)
-        if traced is None and result.mu is not None:
+        if traced is None and result.belief is not None:
             traced = (evaluation, result)
         metrics = evaluation["metrics"]
         sessions = metrics["return_per_session"]

@@ -112,7 +112,8 @@ def plot_return_per_session(evaluations: list[dict[str, Any]], path: Path) -> No
 
 def plot_belief_trace(time_steps: np.ndarray, latents: np.ndarray, belief: np.ndarray, session_starts: np.ndarray,
                       boundary_probability: np.ndarray | None, path: Path, title: str) -> None:
-    """One episode: the true latent (top), the belief mean (bottom), true switches as lines."""
+    """One episode: the true latent (top), the belief (bottom: its mean, or its class
+    probabilities), true switches as lines."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -122,7 +123,7 @@ def plot_belief_trace(time_steps: np.ndarray, latents: np.ndarray, belief: np.nd
     top.plot(time_steps, latents, drawstyle="steps-post")
     top.set_ylabel("true latent")
     bottom.plot(time_steps, belief)
-    bottom.set_ylabel("belief mean μ")
+    bottom.set_ylabel("belief (μ or P(class))")
     if boundary_probability is not None:
         twin = bottom.twinx()
         twin.fill_between(time_steps, boundary_probability, step="post", alpha=0.2, color="grey")
@@ -143,7 +144,7 @@ def plot_episode_beliefs(evaluation: dict[str, Any], episodes: Any, path: Path) 
     switches = episodes.session_starts[episode, :-1].copy()
     switches[0] = False  # the reset opens session 0; only switches are marked
     probability = None if episodes.boundary_probability is None else episodes.boundary_probability[episode]
-    plot_belief_trace(np.arange(episodes.mu.shape[1]), episodes.rollouts.latents[episode, :-1], episodes.mu[episode],
+    plot_belief_trace(np.arange(episodes.belief.shape[1]), episodes.rollouts.latents[episode, :-1], episodes.belief[episode],
                       switches, probability, path,
                       f"{evaluation['variant']}: episode {episode} of {Path(evaluation['run']).name}")
 

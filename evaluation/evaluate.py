@@ -49,7 +49,7 @@ class Episodes:
     rollouts: Rollouts
     observations: np.ndarray  # [E, T + 1, obs]
     session_starts: np.ndarray  # [E, T + 1] bool
-    mu: np.ndarray | None  # [E, T, k]: the belief the policy acted on at each step
+    belief: np.ndarray | None  # [E, T, k]: the belief the policy acted on at each step (OnlinePolicy.belief)
     boundary_probability: np.ndarray | None  # [E, T]
 
     @classmethod
@@ -66,7 +66,7 @@ class Episodes:
             ),
             observations=np.concatenate([part.observations for part in parts]),
             session_starts=np.concatenate([part.session_starts for part in parts]),
-            mu=joined([part.mu for part in parts]),
+            belief=joined([part.belief for part in parts]),
             boundary_probability=joined([part.boundary_probability for part in parts]),
         )
 
@@ -76,7 +76,7 @@ class RecordingPolicy(ClosedLoopPolicy):
 
     def __init__(self, policy: OnlinePolicy) -> None:
         super().__init__(policy)
-        self._steps: dict[str, list[np.ndarray]] = {"mu": [], "boundary_probability": []}
+        self._steps: dict[str, list[np.ndarray]] = {"belief": [], "boundary_probability": []}
 
     def act(self, observations: np.ndarray, latents: np.ndarray) -> np.ndarray:
         actions = super().act(observations, latents)
@@ -87,7 +87,7 @@ class RecordingPolicy(ClosedLoopPolicy):
         return actions
 
     def recorded(self, key: str) -> np.ndarray | None:
-        """``key`` (``mu`` or ``boundary_probability``) of the batch's episodes, ``[B, T, ...]``."""
+        """``key`` (``belief`` or ``boundary_probability``) of the batch's episodes, ``[B, T, ...]``."""
         return np.stack(self._steps[key], axis=1) if self._steps[key] else None
 
 
@@ -133,7 +133,7 @@ def _roll_out_batch(policy: OnlinePolicy, env_id: str, env_kwargs: dict[str, Any
     trajectories = run_seeded_batch(process_envs(env_id, env_kwargs, len(episodes)), recorder, seed, episodes)
     return Episodes(Rollouts.of(trajectories), np.stack([t.observations for t in trajectories]),
                     np.stack([t.infos["session_start"] for t in trajectories]),
-                    recorder.recorded("mu"), recorder.recorded("boundary_probability"))
+                    recorder.recorded("belief"), recorder.recorded("boundary_probability"))
 
 
 def _check_spaces(policy: OnlinePolicy, env: gym.Env, env_id: str) -> None:
@@ -160,7 +160,7 @@ def score(episodes: Episodes, policy: OnlinePolicy, record: dict[str, Any]) -> d
     if low is not None and high is not None and high > low:
         normalised = 100.0 * (returns - low) / (high - low)
         metrics |= {"normalised_score_mean": float(normalised.mean()), "normalised_score_std": float(normalised.std())}
-    if episodes.mu is not None:
+    if episodes.belief is not None:
         metrics |= latent_metrics(episodes, policy.belief_model, record)
     if episodes.boundary_probability is not None:
         metrics |= boundary_metrics(episodes)
@@ -169,10 +169,10 @@ def score(episodes: Episodes, policy: OnlinePolicy, record: dict[str, Any]) -> d
 
 def latent_metrics(episodes: Episodes, model, record: dict[str, Any]) -> dict[str, float]:
     """Belief accuracy against the true latent: a probe fitted on the dataset's beliefs."""
-    steps = episodes.mu.shape[1]
+    steps = episodes.belief.shape[1]
     mean, std = model.observation_mean.numpy(), model.observation_std.numpy()
     online = {
-        "mu": episodes.mu.reshape(-1, episodes.mu.shape[-1]),
+        "belief": episodes.belief.reshape(-1, episodes.belief.shape[-1]),
         "observation": ((episodes.observations[:, :steps] - mean) / std).reshape(-1, len(mean)),
         "latent": episodes.rollouts.latents[:, :steps].reshape(-1, episodes.rollouts.latents.shape[-1]),
         "session": episodes.rollouts.session_ids[:, :steps].reshape(-1),

@@ -24,7 +24,7 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
-from offline_dynamite.cli import fail
+from offline_dynamite.cli import LatentDim, LatentKind, fail
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, rich_markup_mode=None)
 console = Console()
@@ -44,6 +44,12 @@ class ExperimentConfig:
     belief_steps: int = 500
     policy_steps: int = 3000
     policy_relabel_fraction: float = 0.0
+    #: The belief variants' latent ("gaussian" or "categorical") and its size (classes).
+    latent: str = "gaussian"
+    latent_dim: int = 5
+    #: The dynamite variants with session masking decode their episode's other sessions too
+    #: (BeliefConfig.counterfactual_reconstruction).
+    counterfactual_reconstruction: bool = False
     eval_episodes: int = 48
     eval_seed: int = 1000
     switch_probs: tuple[float, ...] = ()
@@ -58,6 +64,9 @@ class ExperimentConfig:
             raise ValueError(f"the policy relabel fraction must be in [0, 1], got {self.policy_relabel_fraction}")
         if any(not 0.0 <= p <= 1.0 for p in self.switch_probs):
             raise ValueError("switch probabilities must be in [0, 1]")
+        from offline_dynamite.belief.config import BeliefConfig
+
+        BeliefConfig(latent=self.latent, latent_dim=self.latent_dim)  # refuses an unknown or too small latent
 
 
 def variant_arguments(name: str) -> tuple[str, dict[str, bool]]:
@@ -97,8 +106,11 @@ def train_all(config: ExperimentConfig, data_file: Path, runs_dir: Path) -> list
     for seed in range(config.seeds):
         for name in config.variants:
             variant, ablations = variant_arguments(name)
-            run = runs.new_train_run(str(data_file), runs_dir, variant=variant, ablations=ablations, latent_dim=5,
-                                     belief=None, belief_train_config=BeliefTrainConfig(steps=config.belief_steps, seed=seed),
+            belief_fields = {"latent": config.latent, "latent_dim": config.latent_dim}
+            if config.counterfactual_reconstruction and variant == "dynamite" and ablations["session_masking"]:
+                belief_fields["counterfactual_reconstruction"] = True
+            run = runs.new_train_run(str(data_file), runs_dir, variant=variant, ablations=ablations,
+                                     belief_fields=belief_fields, belief=None, belief_train_config=BeliefTrainConfig(steps=config.belief_steps, seed=seed),
                                      policy_config=PolicyTrainConfig(steps=config.policy_steps, seed=seed,
                                                                     relabel_fraction=config.policy_relabel_fraction))
             console.print(f"[bold]{name}[/], seed {seed}: {run.run_dir}", soft_wrap=True)
@@ -150,6 +162,11 @@ def main(
     policy_steps: Annotated[int, typer.Option(min=1, help="Policy updates per run.")] = ExperimentConfig.policy_steps,
     policy_relabel_fraction: Annotated[float, typer.Option(
         help="Episodes added to the policy's data under other latents (BOReL; see dynamite-offline train).")] = 0.0,
+    latent: LatentKind = ExperimentConfig.latent,
+    latent_dim: LatentDim = ExperimentConfig.latent_dim,
+    counterfactual_reconstruction: Annotated[bool, typer.Option(
+        help="The dynamite variants with session masking also decode their episode's other sessions "
+             "(see dynamite-offline train).")] = False,
     eval_episodes: Annotated[int, typer.Option(min=1, help="Evaluation episodes per run.")] = ExperimentConfig.eval_episodes,
     eval_seed: Annotated[int, typer.Option(help="Seed of the evaluation episodes.")] = ExperimentConfig.eval_seed,
     switch_probs: Annotated[str, typer.Option(help="Comma-separated switch probabilities to sweep (e.g. 0,0.02,0.05).")] = "",
@@ -169,7 +186,8 @@ def main(
         config = ExperimentConfig(
             env=env_id, variants=tuple(v.strip() for v in variants.split(",") if v.strip()), seeds=seeds,
             dataset_episodes=dataset_episodes, belief_steps=belief_steps, policy_steps=policy_steps,
-            policy_relabel_fraction=policy_relabel_fraction,
+            policy_relabel_fraction=policy_relabel_fraction, latent=latent, latent_dim=latent_dim,
+            counterfactual_reconstruction=counterfactual_reconstruction,
             eval_episodes=eval_episodes, eval_seed=eval_seed,
             switch_probs=tuple(float(p) for p in switch_probs.split(",") if p.strip()))
     except ValueError as error:

@@ -32,7 +32,12 @@ console = Console()
 Consistency = Annotated[bool, typer.Option(help="DynaMITE's latent consistency term.")]
 LatentConditioning = Annotated[bool, typer.Option(help="DynaMITE's latent dynamics prior and conditioning.")]
 SessionMasking = Annotated[bool, typer.Option(help="DynaMITE's session-masked reconstruction.")]
-LatentDim = Annotated[int, typer.Option(min=1, help="Size of the latent belief.")]
+LatentDim = Annotated[int, typer.Option(min=1, help="Size of the latent belief (classes of a categorical one).")]
+LatentKind = Annotated[str, typer.Option(
+    "--latent", help="gaussian (VariBAD, DynaMITE-RL) or categorical (for contexts with a few discrete values).")]
+Counterfactual = Annotated[bool, typer.Option(
+    help="Each belief also decodes its episode's other sessions, with the rewards the env's reward() gives them "
+         "under the belief's own session latent.")]
 Seed = Annotated[int, typer.Option(help="Seed of every random choice: data split, batches, initialisation.")]
 Threads = Annotated[int, typer.Option(min=1, help="Torch CPU threads (1 is bit-for-bit reproducible).")]
 Out = Annotated[Path, typer.Option(help="Folder of run folders.")]
@@ -129,6 +134,8 @@ def belief(
     consistency: Consistency = True,
     latent_conditioning: LatentConditioning = True,
     session_masking: SessionMasking = True,
+    counterfactual_reconstruction: Counterfactual = False,
+    latent: LatentKind = "gaussian",
     latent_dim: LatentDim = 5,
     steps: Annotated[int | None, typer.Option(min=1, help="Gradient steps [default: 2000; with --resume, the run's].")] = None,
     batch_size: Annotated[int, typer.Option(min=1, help="Episodes per batch.")] = 32,
@@ -151,8 +158,11 @@ def belief(
                 fail("give a dataset (main_data.hdf5, its folder or a dataset id), or --resume RUN_FOLDER")
             run_dir, trainer = runs.new_belief_run(
                 dataset, out, variant, steps=steps, batch_size=batch_size, learning_rate=lr, seed=seed,
-                validation_fraction=validation_fraction, relabel_fraction=relabel_fraction, threads=threads, latent_dim=latent_dim, consistency=consistency,
-                latent_conditioning=latent_conditioning, session_masking=session_masking)
+                validation_fraction=validation_fraction, relabel_fraction=relabel_fraction, threads=threads,
+                ablations={"consistency": consistency, "latent_conditioning": latent_conditioning,
+                           "session_masking": session_masking},
+                belief_fields={"latent": latent, "latent_dim": latent_dim,
+                               "counterfactual_reconstruction": counterfactual_reconstruction})
     except (ValueError, TypeError) as error:  # DatasetError, CheckpointError, bad configuration
         fail(str(error))
     console.print(f"run folder: {run_dir}", soft_wrap=True)
@@ -176,6 +186,8 @@ def train(
     consistency: Consistency = True,
     latent_conditioning: LatentConditioning = True,
     session_masking: SessionMasking = True,
+    counterfactual_reconstruction: Counterfactual = False,
+    latent: LatentKind = "gaussian",
     latent_dim: LatentDim = 5,
     belief: Annotated[Path | None, typer.Option(help="A trained belief (belief.pt or its run folder) instead of fitting one.")] = None,
     belief_steps: Annotated[int, typer.Option(min=1, help="Gradient steps of the belief fit.")] = BeliefTrainConfig.steps,
@@ -202,9 +214,11 @@ def train(
             if dataset is None:
                 fail("give a dataset (main_data.hdf5, its folder or a dataset id), or --resume RUN_FOLDER")
             run = runs.new_train_run(
-                dataset, out, variant=variant, latent_dim=latent_dim, belief=belief,
+                dataset, out, variant=variant, belief=belief,
                 ablations={"consistency": consistency, "latent_conditioning": latent_conditioning,
                            "session_masking": session_masking},
+                belief_fields={"latent": latent, "latent_dim": latent_dim,
+                               "counterfactual_reconstruction": counterfactual_reconstruction},
                 belief_train_config=BeliefTrainConfig(steps=belief_steps, relabel_fraction=relabel_fraction,
                                                       seed=seed, threads=threads),
                 policy_config=PolicyTrainConfig(algo=algo, steps=steps or PolicyTrainConfig.steps, batch_size=batch_size,

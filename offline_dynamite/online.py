@@ -44,8 +44,8 @@ class OnlinePolicy:
         self.record = record or {}
         self._state: OnlineState | None = None
         self._started = False  # reset() has been called
-        self.mu: np.ndarray | None = None  # [B, k]: the current belief of each env
-        self.logvar: np.ndarray | None = None
+        #: [B, k]: the current belief of each env as one point (Gaussian mean or class probabilities)
+        self.belief: np.ndarray | None = None
         self.boundary_probability: np.ndarray | None = None  # [B]: P(a new session began at this step)
 
     @classmethod
@@ -78,7 +78,7 @@ class OnlinePolicy:
         """Start ``num_envs`` new episodes: beliefs back to their prior."""
         self._state = self.belief_model.initial_state(num_envs) if self.belief_model is not None else None
         self._started = True
-        self.mu = self.logvar = self.boundary_probability = None
+        self.belief = self.boundary_probability = None
 
     def act(self, observations: np.ndarray, previous_actions: np.ndarray | None = None,
             previous_rewards: np.ndarray | None = None, latents: np.ndarray | None = None) -> np.ndarray:
@@ -101,10 +101,11 @@ class OnlinePolicy:
         as_tensor = (lambda x: None if x is None else torch.as_tensor(np.asarray(x)))
         self._state, beliefs = self.belief_model.step(self._state, torch.from_numpy(observations),
                                                       as_tensor(previous_actions), as_tensor(previous_rewards))
-        self.mu, self.logvar = beliefs.mu[:, 0].numpy(), beliefs.logvar[:, 0].numpy()
+        parameters = beliefs.parameters[:, 0]
+        self.belief = self.belief_model.latent.summary(parameters).numpy()
         logits = beliefs.termination_logits
         self.boundary_probability = None if logits is None else torch.sigmoid(logits[:, 0]).numpy()
-        return np.concatenate([observations, self.mu, self.logvar], axis=1)
+        return np.concatenate([observations, self.belief_model.latent.features(parameters).numpy()], axis=1)
 
     def predict(self, hyper_states: np.ndarray) -> np.ndarray:
         """The policy's greedy actions for hyper-states (no belief update)."""

@@ -11,14 +11,21 @@ import h5py
 import numpy as np
 import pytest
 import torch
+from torch.nn import functional as F
 
 from collect.recipe import load_recipe
 from collect.writer import collect
 from offline_dynamite.belief import losses
-from offline_dynamite.belief.config import BeliefConfig, belief_config_for
+from offline_dynamite.belief.config import BeliefConfig, belief_config_for, variant_name
+from offline_dynamite.belief.latents import CategoricalLatent, CategoricalTransition, GaussianLatent
 from offline_dynamite.belief.model import Batch, BeliefModel, DataSpec, to_tensors
-from offline_dynamite.belief.trainer import (BeliefTrainConfig, BeliefTrainer, CheckpointError, load_checkpoint,
-                                             model_from_checkpoint)
+from offline_dynamite.belief.trainer import (
+    BeliefTrainConfig,
+    BeliefTrainer,
+    CheckpointError,
+    load_checkpoint,
+    model_from_checkpoint,
+)
 from offline_dynamite.data import load_flat, sequence_batch
 from tests.helpers import bad_datasets, console_script
 
@@ -37,12 +44,16 @@ def hand_batch(lengths=(8, 5), sessions=((0, 0, 0, 1, 1, 1, 2, 2, 2), (0, 0, 1, 
     starts = np.zeros_like(session_ids, dtype=bool)
     starts[:, 0] = True
     starts[:, 1:] = session_ids[:, 1:] != session_ids[:, :-1]
+    # The reward of every transition under each session's latent (the counterfactual targets).
+    session_rewards = rng.normal(size=(2, int(session_ids.max()) + 1, horizon))
     for row, length in enumerate(lengths):
         observations[row, length + 1:] = padding
         actions[row, length:] = padding
         rewards[row, length:] = padding
+        session_rewards[row, :, length:] = padding
     return Batch(torch.from_numpy(observations), torch.from_numpy(actions), torch.from_numpy(rewards),
-                 torch.tensor(lengths), torch.from_numpy(session_ids), torch.from_numpy(starts))
+                 torch.tensor(lengths), torch.from_numpy(session_ids), torch.from_numpy(starts),
+                 torch.from_numpy(session_rewards))
 
 
 def model(config: BeliefConfig, seed: int = 0) -> BeliefModel:
@@ -61,7 +72,7 @@ def test_masked_reconstruction_gets_no_gradient_from_other_sessions(masking):
     sessions = losses.belief_sessions(batch.session_ids)
     beliefs = net.beliefs(hidden, batch.lengths, sessions)
     pairs = losses.reconstruction_pairs(beliefs.sessions, batch.lengths, batch.session_ids, masking)
-    per_belief = net.reconstruction_errors(beliefs.mu, observations, actions, rewards, pairs)
+    per_belief = net.reconstruction_errors(beliefs.parameters, observations, actions, rewards, pairs, sample=False)
     # Belief 2 of sequence 0 has seen transitions 0 and 1 (session 0); session 0 is transitions 0-2.
     per_belief[0, 2].backward()
     gradient = batch.rewards.grad[0]
@@ -77,18 +88,23 @@ def test_masked_reconstruction_gets_no_gradient_from_other_sessions(masking):
 def test_consistency_is_zero_when_delta_falls_and_positive_when_it_rises():
     sessions = torch.zeros(1, 4, dtype=torch.long)
     valid = torch.ones(1, 4, dtype=torch.bool)
-    logvar = torch.zeros(1, 4, 1)
-    approaching = torch.tensor([[[3.0], [2.0], [1.0], [0.0]]])  # KL to the last belief falls
-    assert losses.consistency_penalty(approaching, logvar, sessions, valid) == 0
-    wandering = torch.tensor([[[1.0], [2.0], [1.5], [0.0]]])  # δ: 0.5, 2, 1.125, 0 → one rise of 1.5
-    assert losses.consistency_penalty(wandering, logvar, sessions, valid).item() == pytest.approx(1.5 / 3)
+    kl = GaussianLatent(1).kl
+
+    def penalty(means: list[float], sessions: torch.Tensor) -> float:
+        parameters = torch.tensor([[[mean, 0.0] for mean in means]])  # (μ, log σ² = 0)
+        return losses.consistency_penalty(parameters, sessions, valid, kl).item()
+
+    assert penalty([3.0, 2.0, 1.0, 0.0], sessions) == 0  # KL to the last belief falls
+    assert penalty([1.0, 2.0, 1.5, 0.0], sessions) == pytest.approx(1.5 / 3)  # δ: 0.5, 2, 1.125, 0: one rise of 1.5
     # A rise across a session boundary is not a rise within a session.
-    two_sessions = torch.tensor([[0, 0, 1, 1]])
-    across = torch.tensor([[[0.5], [0.0], [5.0], [0.0]]])
-    assert losses.consistency_penalty(across, logvar, two_sessions, valid) == 0
+    assert penalty([0.5, 0.0, 5.0, 0.0], torch.tensor([[0, 0, 1, 1]])) == 0
 
 
-@pytest.mark.parametrize("config", [BeliefConfig(), BeliefConfig.varibad()], ids=["dynamite", "varibad"])
+CATEGORICAL = BeliefConfig(latent="categorical", latent_dim=3, counterfactual_reconstruction=True)
+
+
+@pytest.mark.parametrize("config", [BeliefConfig(), BeliefConfig.varibad(), CATEGORICAL],
+                         ids=["dynamite", "varibad", "categorical-counterfactual"])
 def test_padding_values_never_change_the_loss(config):
     def loss_and_gradients(padding):
         net = model(config)
@@ -141,6 +157,85 @@ def test_with_every_switch_off_the_loss_is_varibads_elbo_written_out():
     assert set(terms) == {"reconstruction", "kl", "total", "decoded_pairs"}
 
 
+def test_categorical_beliefs_written_out():
+    """KL, the transition prior and the exact expected reconstruction of a categorical belief."""
+    latent = CategoricalLatent(3)
+    q, p = torch.tensor([0.7, 0.2, 0.1]), torch.tensor([0.2, 0.3, 0.5])
+    torch.testing.assert_close(latent.kl(q.log(), p.log()), (q * (q / p).log()).sum())
+    assert latent.kl(q.log(), q.log()).item() == pytest.approx(0.0, abs=1e-7)
+    transition = CategoricalTransition(3)
+    with torch.no_grad():
+        transition.logits.copy_(torch.randn(3, 3))
+    logits = torch.randn(3)
+    expected = torch.softmax(logits, -1) @ torch.softmax(transition.logits, -1)  # Σ_c q(c) T[c, ·]
+    torch.testing.assert_close(transition(logits).exp(), expected)
+    valid = torch.ones(1, 2, dtype=torch.bool)
+    one_class = torch.tensor([[[0.0, -30.0, -30.0], [0.0, -30.0, -30.0]]])
+    assert latent.class_balance(one_class, valid).item() == pytest.approx(np.log(3), abs=1e-6)
+    balanced = torch.tensor([[[0.0, -30.0, -30.0], [-30.0, 0.0, -30.0]]]).log_softmax(-1)
+    assert latent.class_balance(balanced, valid).item() == pytest.approx(np.log(3 / 2), abs=1e-6)
+
+    net = model(CATEGORICAL)
+    batch = hand_batch()
+    observations, actions, rewards = net._sanitise(batch)
+    beliefs = net.beliefs(net.hidden_states(observations, actions, rewards), batch.lengths,
+                          losses.belief_sessions(batch.session_ids))
+    pairs = losses.reconstruction_pairs(beliefs.sessions, batch.lengths, batch.session_ids, masking=False)
+    per_belief = net.reconstruction_errors(beliefs.parameters, observations, actions, rewards, pairs)
+    b, t = 1, 4
+    probabilities = beliefs.parameters[b, t].exp()
+    torch.testing.assert_close(probabilities.sum(), torch.tensor(1.0))
+    errors = []
+    for j in range(int(batch.lengths[b])):
+        per_class = torch.stack([net.reward_decoder(F.one_hot(torch.tensor(c), 3).float(), observations[b, j + 1])
+                                 for c in range(3)])
+        errors.append((probabilities * (per_class - rewards[b, j]) ** 2).sum())
+    torch.testing.assert_close(per_belief[b, t], torch.stack(errors).mean())
+
+
+def test_counterfactual_reconstruction_decodes_the_episode_under_each_beliefs_session():
+    batch = hand_batch()
+    net = model(BeliefConfig(counterfactual_reconstruction=True))
+    terms = net.loss(batch)
+    # Every belief decodes every transition of its sequence, not only its session's.
+    assert terms["decoded_pairs"].item() == 9 * 8 + 6 * 5
+    # Pair (t, j) targets the reward of j under the latent of t's session.
+    observations, actions, rewards = net._sanitise(batch)
+    beliefs = net.beliefs(net.hidden_states(observations, actions, rewards), batch.lengths,
+                          losses.belief_sessions(batch.session_ids))
+    pairs = losses.reconstruction_pairs(beliefs.sessions, batch.lengths, batch.session_ids, masking=False)
+    targets = batch.session_rewards.float() / net.reward_scale
+    counterfactual = net.reconstruction_errors(beliefs.parameters, observations, actions, rewards, pairs, targets,
+                                               beliefs.sessions, sample=False)
+    b, t = 0, 5  # belief 5 of sequence 0 tracks session 1
+    assert beliefs.sessions[b, t] == 1
+    predicted = net.reward_decoder(beliefs.mu[b, t], observations[b, 1:9])
+    torch.testing.assert_close(counterfactual[b, t], ((predicted - targets[b, 1, :8]) ** 2).mean())
+
+
+def test_session_rewards_are_the_envs_rewards_under_each_sessions_latent(grid_dataset):
+    import gymnasium as gym
+
+    from offline_dynamite.belief.trainer import reward_function_of, session_rewards
+
+    flat = load_flat(grid_dataset)
+    sequences = sequence_batch(flat, np.arange(16))
+    table = session_rewards(sequences, reward_function_of(flat))
+    env = gym.make("dynamite/Gridworld-v0").unwrapped
+    rows, steps = np.arange(16)[:, None], np.arange(sequences.actions.shape[1])[None]
+    valid = steps < sequences.lengths[:, None]
+    own = table[rows, sequences.session_ids[:, :-1], steps]
+    np.testing.assert_array_equal(own[valid], sequences.rewards[valid])  # own session: the reward received
+    switched = [row for row in range(16) if sequences.session_ids[row].max() > 0]
+    assert switched
+    for row in switched:
+        first_session_latent = sequences.latents[row, 0]
+        expected = env.reward(sequences.observations[row, :-1], sequences.actions[row], sequences.observations[row, 1:],
+                              np.broadcast_to(first_session_latent, sequences.latents[row, :-1].shape))
+        length = sequences.lengths[row]
+        np.testing.assert_array_equal(table[row, 0, :length], expected[:length])
+
+
 def test_latent_conditioning_uses_the_dynamics_prior_at_session_starts():
     net = model(BeliefConfig())
     batch = hand_batch()
@@ -149,8 +244,7 @@ def test_latent_conditioning_uses_the_dynamics_prior_at_session_starts():
     beliefs = net.beliefs(hidden, batch.lengths, losses.belief_sessions(batch.session_ids))
     # Sequence 0: transitions 0-2 in session 0, 3-5 in 1; belief 4 is the first to see session 1.
     expected = net.latent_dynamics(torch.cat([beliefs.mu[0, 3], beliefs.logvar[0, 3]]))
-    prior_mu, prior_logvar = beliefs.session_prior
-    torch.testing.assert_close(torch.cat([prior_mu[0, 4], prior_logvar[0, 4]]), expected)
+    torch.testing.assert_close(beliefs.session_prior[0, 4], expected)
     new_session = losses.new_session_flags(beliefs.sessions)
     assert new_session[0].tolist() == [False, False, False, False, True, False, False, True, False]
 
@@ -296,6 +390,9 @@ def test_belief_cli_writes_a_complete_run_and_resumes(grid_dataset, tmp_path):
 
 def test_ablations_and_varibad_are_configurations_of_one_model():
     assert belief_config_for("dynamite", consistency=False).consistency is False
+    assert variant_name("dynamite", BeliefConfig(consistency=False)) == "dynamite-no-consistency"
+    assert variant_name("varibad", BeliefConfig.varibad(latent="categorical", latent_dim=2)) == "varibad-categorical"
+    assert variant_name("dynamite", CATEGORICAL) == "dynamite-categorical-counterfactual"
     varibad = belief_config_for("varibad")
     assert not (varibad.consistency or varibad.latent_conditioning or varibad.session_masking or varibad.termination)
     with pytest.raises(ValueError, match="ablation flags apply to the dynamite variant"):

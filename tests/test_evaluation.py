@@ -153,19 +153,28 @@ def test_the_experiment_command_runs_end_to_end(tmp_path):
     record = json.loads((out / "experiment.json").read_text())
     assert record["command"].startswith("dynamite-experiment --env gridworld") and len(record["runs"]) == 6
     assert "dynamite/gridworld/mixed-20ep-v0" in record["dataset"]
-    # A second experiment on the same env reuses the dataset.
+    # A second experiment on the same env reuses the dataset; the belief options reach every belief
+    # variant, the counterfactual reconstruction only those with session masking.
     again = subprocess.run(
-        [console_script("dynamite-experiment"), "--env", "gridworld", "--variants", "no-belief", "--seeds", "1",
-         "--dataset-episodes", "20", "--policy-steps", "2", "--eval-episodes", "2", "--root", str(tmp_path / "minari"),
-         "--runs", str(tmp_path / "runs"), "--results", str(tmp_path / "again")],
+        [console_script("dynamite-experiment"), "--env", "gridworld", "--variants", "dynamite,dynamite-no-session-masking",
+         "--seeds", "1", "--dataset-episodes", "20", "--belief-steps", "2", "--policy-steps", "2", "--eval-episodes", "2",
+         "--latent", "categorical", "--latent-dim", "2", "--counterfactual-reconstruction",
+         "--root", str(tmp_path / "minari"), "--runs", str(tmp_path / "runs"), "--results", str(tmp_path / "again")],
         capture_output=True, text=True, check=False)
     assert again.returncode == 0 and "reusing" in again.stdout, again.stderr
+    runs = json.loads((tmp_path / "again" / "gridworld" / "experiment.json").read_text())["runs"]
+    configs = [json.loads((Path(run) / "run.json").read_text())["belief"]["config"] for run in runs]
+    assert [config["latent"] for config in configs] == ["categorical", "categorical"]
+    assert [config["counterfactual_reconstruction"] for config in configs] == [True, False]
 
 
 def test_the_experiment_command_refuses_bad_flags(tmp_path):
     for arguments, message in ((["--env", "pong"], "unknown env"), (["--env", "gridworld", "--variants", "dynamite,bayes"],
                                                                      "unknown variant 'bayes'"),
-                               (["--env", "gridworld", "--switch-probs", "0,2"], "switch probabilities must be in [0, 1]")):
+                               (["--env", "gridworld", "--switch-probs", "0,2"], "switch probabilities must be in [0, 1]"),
+                               (["--env", "gridworld", "--latent", "dirichlet"], "unknown latent kind 'dirichlet'"),
+                               (["--env", "gridworld", "--latent", "categorical", "--latent-dim", "1"],
+                                "at least 2 classes")):
         result = subprocess.run([console_script("dynamite-experiment"), *arguments, "--root", str(tmp_path)],
                                 capture_output=True, text=True, check=False)
         lines = result.stderr.strip().splitlines()

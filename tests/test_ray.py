@@ -144,7 +144,7 @@ def test_ray_evaluation_gives_the_local_metrics(ray_address, trained_run):
     on_ray, ray_episodes = evaluate_run(trained_run, episodes=20, seed=5, num_envs=8, ray=IN_PROCESS)
     assert json.dumps(on_ray) == json.dumps(local)  # exactly, NaN metrics included
     assert local["metrics"]["belief_latent_accuracy"] is not None
-    np.testing.assert_array_equal(ray_episodes.mu, local_episodes.mu)
+    np.testing.assert_array_equal(ray_episodes.belief, local_episodes.belief)
     np.testing.assert_array_equal(ray_episodes.observations, local_episodes.observations)
 
 

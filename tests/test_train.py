@@ -34,6 +34,7 @@ from tests.helpers import bad_datasets, console_script
 ABLATIONS = ("--no-consistency", "--no-latent-conditioning", "--no-session-masking")
 VARIANTS = [("--variant", name) for name in ("dynamite", "varibad", "no-belief", "oracle")] + [(flag,) for flag in ABLATIONS]
 TINY = ("--belief-steps", "3", "--steps", "4")
+CATEGORICAL = {"latent": "categorical", "latent_dim": 2, "counterfactual_reconstruction": True}
 
 
 @pytest.fixture(scope="module")
@@ -49,8 +50,8 @@ def reacher_dataset(tmp_path_factory) -> Path:
 
 
 def train_in_process(dataset: Path, out: Path, variant: str = "dynamite", steps: int = 6, belief_steps: int = 4,
-                     **policy) -> Path:
-    run = runs.new_train_run(str(dataset), out, variant=variant, latent_dim=5, belief=None,
+                     belief_fields: dict | None = None, **policy) -> Path:
+    run = runs.new_train_run(str(dataset), out, variant=variant, belief_fields=belief_fields or {}, belief=None,
                              ablations=dict.fromkeys(runs.ABLATIONS, True),
                              belief_train_config=BeliefTrainConfig(steps=belief_steps, batch_size=8),
                              policy_config=PolicyTrainConfig(steps=steps, batch_size=32, **policy))
@@ -73,13 +74,13 @@ def test_hyper_states_are_the_state_and_what_each_variant_adds(grid_dataset, tmp
     states = {variant: hyperstates.hyper_states(flat, variant, model) for variant in ("no-belief", "oracle", "dynamite")}
     np.testing.assert_array_equal(states["no-belief"], flat.observations)
     np.testing.assert_array_equal(states["oracle"][:, 6:], flat.infos["latent"])
-    mu, logvar = hyperstates.encode_dataset(model, flat)
-    np.testing.assert_array_equal(states["dynamite"], np.concatenate([flat.observations, mu, logvar], axis=1))
+    features = hyperstates.encode_dataset(model, flat)
+    np.testing.assert_array_equal(states["dynamite"], np.concatenate([flat.observations, features], axis=1))
     # Row e of the flat beliefs is the belief the model gives episode e alone.
     with torch.no_grad():
         alone = model.encode(to_tensors(sequence_batch(flat, np.array([7]))))
     first = flat.episode_starts[7] + 7
-    np.testing.assert_allclose(mu[first : first + flat.episode_lengths[7] + 1], alone.mu[0].numpy(), atol=1e-6)
+    np.testing.assert_allclose(features[first : first + flat.episode_lengths[7] + 1], alone.parameters[0].numpy(), atol=1e-6)
     assert json.loads((run_dir / "run.json").read_text())["hyper_state"] == [
         ["observation", 6], ["belief_mu", 5], ["belief_logvar", 5]]
 
@@ -130,9 +131,10 @@ def test_sampled_batches_are_dataset_transitions_including_truncated_ends(grid_d
 
 
 # ---------------------------------------------------------------------------- the online policy
-def test_online_beliefs_equal_the_relabelled_datasets(grid_dataset, tmp_path):
+@pytest.mark.parametrize("belief_fields", [{}, CATEGORICAL], ids=["gaussian", "categorical"])
+def test_online_beliefs_equal_the_relabelled_datasets(belief_fields, grid_dataset, tmp_path):
     flat = load_flat(grid_dataset)
-    run_dir = train_in_process(grid_dataset, tmp_path, belief_steps=30)
+    run_dir = train_in_process(grid_dataset, tmp_path, belief_steps=30, belief_fields=belief_fields)
     policy = OnlinePolicy.load(run_dir)
     with torch.no_grad():  # a barely trained head rarely fires: centre it, to cover online session switches
         logits = policy.belief_model.encode(to_tensors(sequence_batch(flat, np.arange(10)))).termination_logits
@@ -216,6 +218,27 @@ def test_every_variant_trains_from_the_command_line(variant, data, request, tmp_
     assert np.isfinite(result.returns).all()
 
 
+def test_a_categorical_counterfactual_belief_trains_and_evaluates_from_the_command_line(grid_dataset, tmp_path):
+    result = run_offline("train", str(grid_dataset), "--latent", "categorical", "--latent-dim", "2",
+                         "--counterfactual-reconstruction", *TINY, "--out", str(tmp_path / "runs"))
+    assert result.returncode == 0, result.stderr
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    assert run_dir.name.startswith("gridworld__dynamite-categorical-counterfactual__discrete-cql__seed0__")
+    record = json.loads((run_dir / "run.json").read_text())
+    assert record["hyper_state"] == [["observation", 6], ["belief_probabilities", 2]]
+    config = load_checkpoint(run_dir / "belief" / "belief.pt")["belief_config"]
+    assert config["latent"] == "categorical" and config["counterfactual_reconstruction"] is True
+    policy = OnlinePolicy.load(run_dir)
+    policy.reset(3)
+    states = policy.observe(load_flat(grid_dataset).observations[:3])
+    np.testing.assert_allclose(states[:, 6:].sum(axis=1), 1.0, rtol=1e-6)  # the class probabilities
+    evaluation = subprocess.run([console_script("dynamite-eval"), str(run_dir), "--episodes", "4", "--num-envs", "2"],
+                                capture_output=True, text=True)
+    assert evaluation.returncode == 0, evaluation.stderr
+    (written,) = (run_dir / "evaluations").iterdir()
+    assert "belief_latent_accuracy" in json.loads(written.read_text())["metrics"]
+
+
 def test_cql_on_continuous_actions_and_a_given_belief(reacher_dataset, tmp_path):
     result = run_offline("train", str(reacher_dataset), "--algo", "cql", *TINY, "--out", str(tmp_path / "a"))
     assert result.returncode == 0, result.stderr
@@ -288,6 +311,12 @@ def test_bad_input_is_one_clear_line_and_no_run_folder(grid_dataset, tmp_path):
         ([str(grid_dataset), "--variant", "transformer"], "unknown variant"),
         ([str(grid_dataset), "--variant", "no-belief", "--no-consistency"], "ablation flags apply to the dynamite"),
         ([str(grid_dataset), "--belief", str(tmp_path / "nothing")], "no belief checkpoint there"),
+        ([str(grid_dataset), "--latent", "dirichlet"], "unknown latent kind 'dirichlet'"),
+        ([str(grid_dataset), "--latent", "categorical", "--latent-dim", "1"], "at least 2 classes"),
+        ([str(grid_dataset), "--counterfactual-reconstruction", "--no-session-masking"], "extends session masking"),
+        ([str(grid_dataset), "--variant", "varibad", "--counterfactual-reconstruction"], "extends session masking"),
+        ([str(unknown_env), "--relabel-fraction", "0", "--counterfactual-reconstruction"],
+         "pass --no-counterfactual-reconstruction"),
         (["--resume", str(tmp_path)], "is not a run folder"),
     ]
     for arguments, message in cases:

@@ -6,6 +6,8 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
+from offline_dynamite.belief.latents import LATENT_KINDS
+
 
 @dataclass(frozen=True)
 class BeliefConfig:
@@ -16,6 +18,10 @@ class BeliefConfig:
     and reconstruction of the whole trajectory from every belief.
     """
 
+    #: "gaussian" (VariBAD, DynaMITE-RL): N(μ, σ²) over ``latent_dim`` dimensions. "categorical":
+    #: a distribution over ``latent_dim`` classes, for contexts that take a few discrete values;
+    #: its reconstruction is exact (no sampling) and the policy sees the class probabilities.
+    latent: str = "gaussian"
     latent_dim: int = 5
     hidden_size: int = 128
     state_embed_size: int = 32
@@ -33,6 +39,16 @@ class BeliefConfig:
     latent_conditioning: bool = True
     #: The belief at t reconstructs only the transitions of its own session (Σ l_i² decodes).
     session_masking: bool = True
+    #: With session masking, the belief at t also decodes the transitions of the episode's other
+    #: sessions, with the reward the env's reward function gives them under t's own session
+    #: latent (as BOReL relabels rewards). The agent's whole episode then tests the belief:
+    #: where a session's own transitions never reach the cell that tells the contexts apart,
+    #: another session's may. Needs the dataset's latents and the env's reward().
+    counterfactual_reconstruction: bool = False
+    #: Categorical latents only: add this weight × KL(the batch's mean class probabilities ‖
+    #: uniform). Without it one class can take every belief, and the other classes' decoders then
+    #: get no gradient at all (a collapse seen on the gridworld in one seed of two).
+    class_balance_weight: float = 1.0
     #: Penalise a rise of δ_t = KL(q_t ‖ q_end-of-session) within a session.
     consistency: bool = True
     consistency_weight: float = 0.5
@@ -43,12 +59,18 @@ class BeliefConfig:
     def __post_init__(self) -> None:
         if self.latent_dim < 1 or self.hidden_size < 1:
             raise ValueError("latent_dim and hidden_size must be positive")
+        if self.latent not in LATENT_KINDS:
+            raise ValueError(f"unknown latent kind {self.latent!r}: choose one of {', '.join(LATENT_KINDS)}")
+        if self.latent == "categorical" and self.latent_dim < 2:
+            raise ValueError("a categorical latent needs at least 2 classes (latent_dim)")
+        if self.counterfactual_reconstruction and not self.session_masking:
+            raise ValueError("the counterfactual reconstruction extends session masking: it needs session_masking")
         if self.latent_conditioning and not self.termination:
             raise ValueError(
                 "latent_conditioning needs the termination head: at evaluation time session "
                 "boundaries come only from the model"
             )
-        for name in ("kl_weight", "consistency_weight", "termination_weight"):
+        for name in ("kl_weight", "class_balance_weight", "consistency_weight", "termination_weight"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be non-negative")
 
@@ -57,7 +79,8 @@ class BeliefConfig:
         """The switches that are on and need the dataset's session labels to train."""
         return tuple(
             name
-            for name in ("latent_conditioning", "session_masking", "consistency", "termination")
+            for name in ("latent_conditioning", "session_masking", "counterfactual_reconstruction", "consistency",
+                         "termination")
             if getattr(self, name)
         )
 
@@ -95,9 +118,14 @@ def belief_config_for(variant: str, *, consistency: bool = True, latent_conditio
 
 
 def variant_name(variant: str, config: BeliefConfig) -> str:
-    """``dynamite``, or ``dynamite-no-consistency`` etc. for ablations."""
-    if variant != "dynamite":
-        return variant
-    off = [name.replace("_", "-") for name in ("consistency", "latent_conditioning", "session_masking")
-           if not getattr(config, name)]
-    return "-".join(["dynamite", *[f"no-{name}" for name in off]])
+    """``dynamite``, ``dynamite-no-consistency`` etc. for ablations, with ``-categorical`` and
+    ``-counterfactual`` for the options beyond the paper (so comparisons keep them apart)."""
+    parts = [variant]
+    if variant == "dynamite":
+        parts += [f"no-{name.replace('_', '-')}" for name in ("consistency", "latent_conditioning", "session_masking")
+                  if not getattr(config, name)]
+    if config.latent != "gaussian":
+        parts.append(config.latent)
+    if config.counterfactual_reconstruction:
+        parts.append("counterfactual")
+    return "-".join(parts)

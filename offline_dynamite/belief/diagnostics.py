@@ -1,8 +1,8 @@
 """How good a belief model is, on held-out episodes.
 
 - **reward error**: MSE of the reward of transition ``t`` predicted from the belief *before* it
-  (``b_t``, its mean), in the dataset's reward units;
-- **latent probe**: how well the belief mean predicts the true latent of the next transition,
+  (``b_t``: its mean, or the expectation over its classes), in the dataset's reward units;
+- **latent probe**: how well the belief (its mean, or its class probabilities) predicts the true latent of the next transition,
   fitted on training episodes, scored on held-out ones, and also on the steps after the first
   session switch, where VariBAD-style beliefs go stale. Continuous latents: the R² of a linear
   regression on the belief mean. Discrete latents (one coordinate, at most 8 values): the accuracy
@@ -38,7 +38,7 @@ def encode_episodes(model: BeliefModel, flat: FlatDataset, episodes: np.ndarray,
     with everything needed to score them, as flat per-belief arrays over ``episodes``."""
     model.eval()
     rows: dict[str, list[np.ndarray]] = {key: [] for key in
-        ("mu", "observation", "latent", "session", "boundary_probability", "boundary_label", "has_label", "reward", "predicted_reward")}
+        ("belief", "observation", "latent", "session", "boundary_probability", "boundary_label", "has_label", "reward", "predicted_reward")}
     for first in range(0, len(episodes), batch_size):
         sequences = sequence_batch(flat, episodes[first : first + batch_size])
         batch = to_tensors(sequences)
@@ -46,13 +46,12 @@ def encode_episodes(model: BeliefModel, flat: FlatDataset, episodes: np.ndarray,
         observations, actions, rewards = model._sanitise(batch)
         horizon = batch.actions.shape[1]
         valid_steps = losses.transition_valid(batch.lengths, horizon)
-        decoder = model.reward_decoder
-        predicted = decoder(beliefs.mu[:, :-1], model.transitions(observations, actions))
+        predicted = model.predicted_rewards(beliefs.parameters[:, :-1], model.transitions(observations, actions))
         targets, has_label = losses.termination_targets(batch.session_starts, losses.belief_valid(batch.lengths, horizon))
         probability = torch.sigmoid(beliefs.termination_logits) if beliefs.termination_logits is not None else torch.zeros_like(targets)
         # Beliefs b_0 … b_{L-1}, each paired with transition t (the one it has to predict).
         select = valid_steps.numpy()
-        rows["mu"].append(beliefs.mu[:, :-1].numpy()[select])
+        rows["belief"].append(model.latent.summary(beliefs.parameters[:, :-1]).numpy()[select])
         rows["observation"].append(observations[:, :-1].numpy()[select])
         rows["latent"].append(sequences.latents[:, :-1][select])
         rows["session"].append(sequences.session_ids[:, :-1][select])
@@ -78,7 +77,7 @@ def latent_probe(train: dict[str, np.ndarray], held_out: dict[str, np.ndarray]) 
     if len(np.unique(latents[:, 0])) <= DISCRETE_LATENT_VALUES and latents.shape[1] == 1:
         labels, held_out_labels = latents[:, 0].astype(str), held_out["latent"][:, 0].astype(str)
         metrics = {"latent_chance": float(max(np.mean(held_out_labels == v) for v in np.unique(labels)))}
-        for name, keys in (("latent_accuracy", ("mu", "observation")), ("latent_accuracy_state_only", ("observation",))):
+        for name, keys in (("latent_accuracy", ("belief", "observation")), ("latent_accuracy_state_only", ("observation",))):
             probe = MLPClassifier(hidden_layer_sizes=(64,), max_iter=200, random_state=0)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", ConvergenceWarning)
@@ -87,11 +86,11 @@ def latent_probe(train: dict[str, np.ndarray], held_out: dict[str, np.ndarray]) 
             metrics[name] = float(correct.mean())
             metrics[f"{name}_after_switch"] = float(correct[after_switch].mean()) if after_switch.any() else float("nan")
         return metrics
-    probe = LinearRegression().fit(train["mu"], latents)
+    probe = LinearRegression().fit(train["belief"], latents)
 
     def r2(select: np.ndarray) -> float:
         target = held_out["latent"][select]
-        residual = ((probe.predict(held_out["mu"][select]) - target) ** 2).sum()
+        residual = ((probe.predict(held_out["belief"][select]) - target) ** 2).sum()
         total = ((target - target.mean(axis=0)) ** 2).sum()
         return float(1.0 - residual / total) if total > 0 else float("nan")
 

@@ -14,13 +14,10 @@ Indexing conventions (``B`` sequences, ``T`` transitions each, padded):
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch.nn import functional as F
-
-
-def gaussian_kl(mu_q: torch.Tensor, logvar_q: torch.Tensor, mu_p: torch.Tensor, logvar_p: torch.Tensor) -> torch.Tensor:
-    """KL(N(mu_q, e^logvar_q) ‖ N(mu_p, e^logvar_p)), summed over the last (latent) axis."""
-    return 0.5 * (logvar_p - logvar_q + (logvar_q.exp() + (mu_q - mu_p) ** 2) / logvar_p.exp() - 1.0).sum(-1)
 
 
 def belief_valid(lengths: torch.Tensor, horizon: int) -> torch.Tensor:
@@ -67,18 +64,15 @@ def reconstruction_pairs(sessions: torch.Tensor, lengths: torch.Tensor, session_
     return pairs
 
 
-def kl_priors(mu: torch.Tensor, logvar: torch.Tensor, new_session: torch.Tensor,
-              session_prior: tuple[torch.Tensor, torch.Tensor] | None) -> tuple[torch.Tensor, torch.Tensor]:
-    """The prior of each belief: N(0, I) at t = 0, else the previous belief, except at a session's
-    first belief where ``session_prior`` (the latent dynamics' prediction) takes over if given."""
-    zeros = torch.zeros_like(mu[:, :1])
-    prior_mu = torch.cat([zeros, mu[:, :-1]], dim=1)
-    prior_logvar = torch.cat([zeros, logvar[:, :-1]], dim=1)
+def kl_priors(parameters: torch.Tensor, new_session: torch.Tensor, session_prior: torch.Tensor | None,
+              standard_prior: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+    """The prior of each belief (parameters ``[B, T + 1, p]``): ``standard_prior`` at t = 0, else the
+    previous belief, except at a session's first belief where ``session_prior`` (the latent
+    dynamics' prediction) takes over if given."""
+    prior = torch.cat([standard_prior(parameters[:, :1]), parameters[:, :-1]], dim=1)
     if session_prior is not None:
-        switch = new_session[..., None]
-        prior_mu = torch.where(switch, session_prior[0], prior_mu)
-        prior_logvar = torch.where(switch, session_prior[1], prior_logvar)
-    return prior_mu, prior_logvar
+        prior = torch.where(new_session[..., None], session_prior, prior)
+    return prior
 
 
 def new_session_flags(sessions: torch.Tensor) -> torch.Tensor:
@@ -95,19 +89,18 @@ def session_end_indices(sessions: torch.Tensor, valid: torch.Tensor) -> torch.Te
     return ends.scatter_reduce(1, torch.where(valid, sessions, 0), torch.where(valid, steps, -1), reduce="amax")
 
 
-def consistency_penalty(mu: torch.Tensor, logvar: torch.Tensor, sessions: torch.Tensor,
-                        valid: torch.Tensor) -> torch.Tensor:
+def consistency_penalty(parameters: torch.Tensor, sessions: torch.Tensor, valid: torch.Tensor,
+                        kl: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> torch.Tensor:
     """Mean of max(0, δ_{t+1} − δ_t) over consecutive beliefs of one session, with
-    δ_t = KL(q_t ‖ q_end-of-session).
+    δ_t = KL(q_t ‖ q_end-of-session) (``kl`` of the belief's kind).
 
     The session-end belief is the target and is detached: the penalty moves earlier beliefs
     towards it monotonically rather than pulling the best-informed belief back.
     """
     ends = session_end_indices(sessions, valid)
     end_index = ends.gather(1, torch.where(valid, sessions, 0))
-    end_index = torch.where(valid, end_index, 0)[..., None].expand_as(mu)
-    target_mu, target_logvar = mu.gather(1, end_index).detach(), logvar.gather(1, end_index).detach()
-    delta = gaussian_kl(mu, logvar, target_mu, target_logvar)
+    end_index = torch.where(valid, end_index, 0)[..., None].expand_as(parameters)
+    delta = kl(parameters, parameters.gather(1, end_index).detach())
     same = valid[:, 1:] & valid[:, :-1] & (sessions[:, 1:] == sessions[:, :-1])
     rises = F.relu(delta[:, 1:] - delta[:, :-1])
     return torch.where(same, rises, 0.0).sum() / same.sum().clamp(min=1)

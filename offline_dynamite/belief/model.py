@@ -1,5 +1,6 @@
 """The DynaMITE-RL belief model: a GRU posterior, a termination head, a latent dynamics model
-and a reward decoder, with the ELBO of :mod:`offline_dynamite.belief.losses`."""
+and a reward decoder, with the ELBO of :mod:`offline_dynamite.belief.losses` over a Gaussian or
+a categorical belief (:mod:`offline_dynamite.belief.latents`)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from torch.nn import functional as F
 
 from offline_dynamite.belief import losses
 from offline_dynamite.belief.config import BeliefConfig
+from offline_dynamite.belief.latents import latent_of
 
 
 def mlp(sizes: list[int]) -> nn.Sequential:
@@ -20,18 +22,6 @@ def mlp(sizes: list[int]) -> nn.Sequential:
         if index < len(sizes) - 2:
             layers.append(nn.ReLU())
     return nn.Sequential(*layers)
-
-
-#: Bounds of every log-variance the model outputs. Without them a belief can grow so narrow that
-#: the KL between consecutive beliefs overflows and training turns to NaN (seen with weak KL
-#: weights); the bounds are far from where a converged belief sits.
-LOGVAR_RANGE = (-10.0, 5.0)
-
-
-def gaussian(parameters: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(mean, bounded log-variance) from a head's ``[..., 2k]`` output."""
-    mu, logvar = parameters.chunk(2, dim=-1)
-    return mu, logvar.clamp(*LOGVAR_RANGE)
 
 
 class RewardDecoder(nn.Module):
@@ -65,11 +55,21 @@ class DataSpec:
 
 @dataclass
 class Beliefs:
-    mu: torch.Tensor  # [B, T + 1, k]
-    logvar: torch.Tensor  # [B, T + 1, k]
+    #: [B, T + 1, p]: each belief's parameters, (μ, log σ²) or class log-probabilities (latents.py)
+    parameters: torch.Tensor
     termination_logits: torch.Tensor | None  # [B, T + 1]
     sessions: torch.Tensor  # [B, T + 1]: the session each belief tracks (labels or predicted)
-    session_prior: tuple[torch.Tensor, torch.Tensor] | None  # latent dynamics' prior per belief
+    session_prior: torch.Tensor | None  # [B, T + 1, p]: the latent dynamics' prior of each belief's session
+
+    @property
+    def mu(self) -> torch.Tensor:
+        """The mean of a Gaussian belief."""
+        return self.parameters.chunk(2, dim=-1)[0]
+
+    @property
+    def logvar(self) -> torch.Tensor:
+        """The log-variance of a Gaussian belief."""
+        return self.parameters.chunk(2, dim=-1)[1]
 
 
 @dataclass
@@ -77,8 +77,8 @@ class OnlineState:
     """What the posterior carries from one step to the next when run online (a batch of envs)."""
 
     hidden: torch.Tensor  # [B, H]: the GRU state
-    condition: torch.Tensor | None  # [B, 2k]: the latent dynamics' prior of the current session
-    previous_belief: torch.Tensor | None  # [B, 2k]: (mu, logvar) of the last belief
+    condition: torch.Tensor | None  # [B, p]: the latent dynamics' prior of the current session
+    previous_belief: torch.Tensor | None  # [B, p]: the belief head's last output
     steps: int  # beliefs produced so far (the index t of the next one)
 
 
@@ -92,24 +92,28 @@ class Batch:
     lengths: torch.Tensor
     session_ids: torch.Tensor
     session_starts: torch.Tensor
+    #: [B, K, T]: the reward of each transition under the latent of each session of its episode,
+    #: for the counterfactual reconstruction (BeliefConfig.counterfactual_reconstruction).
+    session_rewards: torch.Tensor | None = None
 
 
 class BeliefModel(nn.Module):
     def __init__(self, config: BeliefConfig, spec: DataSpec) -> None:
         super().__init__()
         self.config, self.spec = config, spec
-        k = config.latent_dim
+        self.latent = latent_of(config.latent, config.latent_dim)
+        p = self.latent.parameter_size
         self.state_embed = nn.Linear(spec.observation_size, config.state_embed_size)
         self.action_embed = nn.Linear(spec.action_size, config.action_embed_size)
         self.reward_embed = nn.Linear(1, config.reward_embed_size)
         embed = config.state_embed_size + config.action_embed_size + config.reward_embed_size
         self.gru = nn.GRU(embed, config.hidden_size, batch_first=True)
-        head_input = config.hidden_size + (2 * k if config.latent_conditioning else 0)
-        self.belief_head = nn.Linear(head_input, 2 * k)
+        head_input = config.hidden_size + (p if config.latent_conditioning else 0)
+        self.belief_head = nn.Linear(head_input, p)
         self.termination_head = nn.Linear(config.hidden_size, 1) if config.termination else None
-        self.latent_dynamics = mlp([2 * k, config.hidden_size, 2 * k]) if config.latent_conditioning else None
+        self.latent_dynamics = self.latent.dynamics(config.hidden_size) if config.latent_conditioning else None
         transition_size = 2 * spec.observation_size + spec.action_size if config.decoder_sees_action else spec.observation_size
-        self.reward_decoder = RewardDecoder(k, transition_size, config.decoder_hidden)
+        self.reward_decoder = RewardDecoder(config.latent_dim, transition_size, config.decoder_hidden)
         # Normalisation, fitted on the training data (set_normalisation) and saved with the weights.
         self.register_buffer("observation_mean", torch.zeros(spec.observation_size))
         self.register_buffer("observation_std", torch.ones(spec.observation_size))
@@ -165,20 +169,19 @@ class BeliefModel(nn.Module):
             sessions = losses.sessions_from_boundaries(boundaries & valid)
         sessions = torch.where(valid, sessions, 0)
         if self.latent_dynamics is None:
-            mu, logvar = gaussian(self.belief_head(hidden))
-            return Beliefs(mu, logvar, logits, sessions, None)
+            return Beliefs(self.latent.parameters(self.belief_head(hidden)), logits, sessions, None)
         # Session k's beliefs are conditioned on the latent dynamics' prediction from session
         # k - 1's last belief. The recursion runs over sessions (a handful), never over steps.
         batch = torch.arange(hidden.shape[0], device=hidden.device)
         ends = losses.session_end_indices(sessions, valid)
-        conditions = [torch.zeros(hidden.shape[0], 2 * self.config.latent_dim, device=hidden.device)]
+        conditions = [torch.zeros(hidden.shape[0], self.latent.parameter_size, device=hidden.device)]
         for k in range(1, ends.shape[1]):
             last = hidden[batch, ends[:, k - 1].clamp(min=0)]
             last_belief = self.belief_head(torch.cat([last, conditions[-1]], dim=-1))
             conditions.append(self.latent_dynamics(last_belief))
-        condition = torch.stack(conditions, dim=1)[batch[:, None], sessions]  # [B, T + 1, 2k]
-        mu, logvar = gaussian(self.belief_head(torch.cat([hidden, condition], dim=-1)))
-        return Beliefs(mu, logvar, logits, sessions, gaussian(condition))
+        condition = torch.stack(conditions, dim=1)[batch[:, None], sessions]  # [B, T + 1, p]
+        parameters = self.latent.parameters(self.belief_head(torch.cat([hidden, condition], dim=-1)))
+        return Beliefs(parameters, logits, sessions, self.latent.parameters(condition))
 
     def encode(self, batch: Batch, use_labels: bool = False) -> Beliefs:
         observations, actions, rewards = self._sanitise(batch)
@@ -188,8 +191,8 @@ class BeliefModel(nn.Module):
 
     # ------------------------------------------------------------------ online
     def initial_state(self, batch_size: int) -> OnlineState:
-        k2 = 2 * self.config.latent_dim
-        condition = torch.zeros(batch_size, k2) if self.latent_dynamics is not None else None
+        p = self.latent.parameter_size
+        condition = torch.zeros(batch_size, p) if self.latent_dynamics is not None else None
         return OnlineState(torch.zeros(batch_size, self.config.hidden_size), condition, None, 0)
 
     @torch.no_grad()
@@ -223,8 +226,7 @@ class BeliefModel(nn.Module):
             belief = self.belief_head(torch.cat([hidden, condition], dim=-1))
         else:
             belief = self.belief_head(hidden)
-        mu, logvar = gaussian(belief)
-        beliefs = Beliefs(mu[:, None], logvar[:, None], None if logits is None else logits[:, None],
+        beliefs = Beliefs(self.latent.parameters(belief)[:, None], None if logits is None else logits[:, None],
                           torch.zeros(batch, 1, dtype=torch.long), None)
         return OnlineState(hidden, condition, belief, state.steps + 1), beliefs
 
@@ -245,23 +247,28 @@ class BeliefModel(nn.Module):
         valid = losses.belief_valid(batch.lengths, horizon)
         sessions = losses.belief_sessions(batch.session_ids)
         beliefs = self.beliefs(hidden, batch.lengths, sessions)
-        mu, logvar = beliefs.mu, beliefs.logvar
+        parameters = beliefs.parameters
 
-        # Reconstruction: one reparameterised sample per belief decodes its paired transitions.
-        samples = mu + (0.5 * logvar).exp() * torch.randn_like(mu)
+        # Reconstruction: each belief decodes its paired transitions (Gaussian: one sample each).
+        # The counterfactual reconstruction pairs a belief with every transition of its episode.
+        masking = config.session_masking and not config.counterfactual_reconstruction
         pairs = losses.reconstruction_pairs(beliefs.sessions, batch.lengths, torch.where(valid, batch.session_ids, 0),
-                                            config.session_masking)
-        per_belief = self.reconstruction_errors(samples, observations, actions, rewards, pairs)
+                                            masking)
+        per_belief = self.reconstruction_errors(parameters, observations, actions, rewards, pairs,
+                                                self._session_rewards(batch), beliefs.sessions)
         reconstruction = losses.masked_mean(per_belief, pairs.any(-1))
 
         new_session = losses.new_session_flags(beliefs.sessions)
-        prior_mu, prior_logvar = losses.kl_priors(mu, logvar, new_session, beliefs.session_prior)
-        kl = losses.masked_mean(losses.gaussian_kl(mu, logvar, prior_mu, prior_logvar), valid)
+        prior = losses.kl_priors(parameters, new_session, beliefs.session_prior, self.latent.standard_prior)
+        kl = losses.masked_mean(self.latent.kl(parameters, prior), valid)
 
         terms = {"reconstruction": reconstruction, "kl": kl}
         total = reconstruction + config.kl_weight * kl
+        if config.latent == "categorical":
+            terms["class_balance"] = self.latent.class_balance(parameters, valid)
+            total = total + config.class_balance_weight * terms["class_balance"]
         if config.consistency:
-            terms["consistency"] = losses.consistency_penalty(mu, logvar, beliefs.sessions, valid)
+            terms["consistency"] = losses.consistency_penalty(parameters, beliefs.sessions, valid, self.latent.kl)
             total = total + config.consistency_weight * terms["consistency"]
         if config.termination:
             targets, has_label = losses.termination_targets(batch.session_starts, valid)
@@ -272,22 +279,35 @@ class BeliefModel(nn.Module):
         terms["decoded_pairs"] = pairs.sum().float()
         return terms
 
-    def reconstruction_errors(self, samples: torch.Tensor, observations: torch.Tensor, actions: torch.Tensor,
-                              rewards: torch.Tensor, pairs: torch.Tensor) -> torch.Tensor:
+    def _session_rewards(self, batch: Batch) -> torch.Tensor | None:
+        if not self.config.counterfactual_reconstruction:
+            return None
+        if batch.session_rewards is None:
+            raise ValueError("the counterfactual reconstruction needs the batch's session_rewards")
+        return batch.session_rewards.float() / self.reward_scale
+
+    def reconstruction_errors(self, parameters: torch.Tensor, observations: torch.Tensor, actions: torch.Tensor,
+                              rewards: torch.Tensor, pairs: torch.Tensor, session_rewards: torch.Tensor | None = None,
+                              sessions: torch.Tensor | None = None, sample: bool = True) -> torch.Tensor:
         """[B, T + 1]: each belief's mean squared reward error over its paired transitions.
 
-        Only the pairs in ``pairs`` are decoded (the decoder runs once per pair, no more).
+        Only the pairs in ``pairs`` are decoded (the decoder runs once per pair, no more). The
+        target of pair (t, j) is the reward of transition j, or with ``session_rewards``
+        (``[B, K, T]``, normalised) its reward under the latent of belief t's session ``sessions[t]``.
         """
         b, t, j = pairs.nonzero(as_tuple=True)
-        decoder = self.reward_decoder
-        latent_features = decoder.latent_layer(samples)
-        transition_features = decoder.transition_layer(self.transitions(observations, actions))
-        predicted = decoder.pairwise(latent_features[b, t], transition_features[b, j])
-        errors = (predicted - rewards[b, j]) ** 2
+        transition_features = self.reward_decoder.transition_layer(self.transitions(observations, actions))[b, j]
+        targets = rewards[b, j] if session_rewards is None else session_rewards[b, sessions[b, t], j]
+        errors = self.latent.squared_errors(self.reward_decoder, parameters, (b, t), transition_features, targets, sample)
         # Summed through a dense [B, T + 1, T] buffer rather than a scatter-add, whose parallel
         # accumulation order (and so the last bits of the result) is not fixed on the CPU.
-        dense = torch.zeros(pairs.shape, device=samples.device, dtype=errors.dtype).masked_scatter(pairs, errors)
+        dense = torch.zeros(pairs.shape, device=parameters.device, dtype=errors.dtype).masked_scatter(pairs, errors)
         return dense.sum(-1) / pairs.sum(-1).clamp(min=1)
+
+    def predicted_rewards(self, parameters: torch.Tensor, transitions: torch.Tensor) -> torch.Tensor:
+        """``[...]``: the reward each belief predicts for the transition paired with it (the
+        Gaussian's mean decoded, or the expectation over the classes)."""
+        return self.latent.expected_reward(self.reward_decoder, parameters, transitions)
 
 
 def to_tensors(sequences) -> Batch:

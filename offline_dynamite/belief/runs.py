@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -28,12 +29,12 @@ def env_short_name(flat: FlatDataset) -> str:
 
 
 def new_belief_run(dataset: str, out: Path, variant: str, *, steps: int | None, batch_size: int, learning_rate: float,
-                   seed: int, validation_fraction: float, relabel_fraction: float, threads: int, latent_dim: int, consistency: bool,
-                   latent_conditioning: bool, session_masking: bool) -> tuple[Path, BeliefTrainer]:
+                   seed: int, validation_fraction: float, relabel_fraction: float, threads: int, ablations: dict[str, bool],
+                   belief_fields: dict[str, Any]) -> tuple[Path, BeliefTrainer]:
+    """``ablations``: DynaMITE's switches (belief_config_for); ``belief_fields``: other BeliefConfig fields."""
     data_file = resolve_data_file(dataset).resolve()  # absolute: --resume may run from another folder
     flat = load_flat(data_file)
-    config = belief_config_for(variant, consistency=consistency, latent_conditioning=latent_conditioning,
-                               session_masking=session_masking, latent_dim=latent_dim)
+    config = belief_config_for(variant, **ablations, **belief_fields)
     train_config = BeliefTrainConfig(steps=steps or BeliefTrainConfig.steps, batch_size=batch_size,
                                      learning_rate=learning_rate, seed=seed, validation_fraction=validation_fraction,
                                      relabel_fraction=relabel_fraction, threads=threads)

@@ -23,7 +23,7 @@ from minari.serialization import deserialize_space
 
 from offline_dynamite.belief.config import BeliefConfig
 from offline_dynamite.belief.diagnostics import diagnose
-from offline_dynamite.belief.model import BeliefModel, DataSpec, to_tensors
+from offline_dynamite.belief.model import Batch, BeliefModel, DataSpec, to_tensors
 from offline_dynamite.data import FlatDataset, SequenceBatch, sequence_batch
 from offline_dynamite.run_folder import train_loop, update_record, versions
 
@@ -129,6 +129,25 @@ def relabel_rewards(sequences: SequenceBatch, reward, fraction: float, rng: np.r
                                session_starts=session_starts)
 
 
+def session_rewards(sequences: SequenceBatch, reward) -> np.ndarray:
+    """``[B, K, T]``: the reward of every transition of each row under the latent of each of the
+    row's sessions (``K``: the most sessions in a row). Entries of sessions a row does not have are
+    zero and never read."""
+    first_observation = sequences.session_ids[:, :-1]  # the session each transition starts in
+    count = int(first_observation.max()) + 1
+    observations = sequences.observations
+    rewards = np.zeros((len(sequences.lengths), count, sequences.actions.shape[1]), dtype=sequences.rewards.dtype)
+    for session in range(count):
+        # The latent of session k, from the first transition of each row that is in it.
+        has = (first_observation == session).any(axis=1)
+        first = np.argmax(first_observation == session, axis=1)
+        latents = sequences.latents[np.arange(len(first)), first][:, None]
+        latents = np.broadcast_to(latents, (*first_observation.shape, latents.shape[-1]))
+        values = reward(observations[:, :-1], sequences.actions, observations[:, 1:], latents)
+        rewards[has, session] = np.asarray(values)[has]
+    return rewards
+
+
 def split_episodes(num_episodes: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """(training, validation) episode indices, a seeded split by episode."""
     order = np.random.default_rng([seed, 3]).permutation(num_episodes)
@@ -160,6 +179,8 @@ class BeliefTrainer:
                 raise ValueError(f"reward relabelling needs the dataset's latents, and {flat.dataset_id} has no session "
                                  "labels: pass --relabel-fraction 0")
             self.reward_function = reward_function_of(flat)
+        if config.counterfactual_reconstruction and self.reward_function is None:
+            self.reward_function = reward_function_of(flat, flag="--no-counterfactual-reconstruction")
 
     def _fit_normalisation(self) -> None:
         in_train = np.isin(self.flat.episode_index(), self.train_episodes)
@@ -175,7 +196,7 @@ class BeliefTrainer:
         sequences = sequence_batch(self.flat, episodes)
         if self.train_config.relabel_fraction > 0:
             sequences = relabel_rewards(sequences, self.reward_function, self.train_config.relabel_fraction, self.rng)
-        terms = self.model.loss(to_tensors(sequences))
+        terms = self.model.loss(self.tensors(sequences))
         if not torch.isfinite(terms["total"]):
             raise TrainingDiverged(f"belief training diverged (non-finite loss) at step {self.step + 1}: "
                                    "lower --lr; the last checkpoint in the run folder is intact")
@@ -187,6 +208,13 @@ class BeliefTrainer:
         return {key: float(value.detach()) for key, value in terms.items()} | {
             "transitions": float(self.flat.episode_lengths[episodes].sum())}
 
+    def tensors(self, sequences: SequenceBatch) -> Batch:
+        """The batch the loss reads, with the session rewards if the reconstruction needs them."""
+        batch = to_tensors(sequences)
+        if self.config.counterfactual_reconstruction:
+            batch.session_rewards = torch.from_numpy(session_rewards(sequences, self.reward_function))
+        return batch
+
     @torch.no_grad()
     def validation_terms(self, max_episodes: int = 256) -> dict[str, float]:
         if len(self.validation_episodes) == 0:
@@ -194,7 +222,7 @@ class BeliefTrainer:
         self.model.eval()
         state = torch.get_rng_state()  # validation sampling must not shift the training stream
         torch.manual_seed(0)
-        terms = self.model.loss(to_tensors(sequence_batch(self.flat, self.validation_episodes[:max_episodes])))
+        terms = self.model.loss(self.tensors(sequence_batch(self.flat, self.validation_episodes[:max_episodes])))
         torch.set_rng_state(state)
         return {key: float(value) for key, value in terms.items()}
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from offline_dynamite.belief.config import BeliefConfig, belief_config_for
 
@@ -39,8 +40,9 @@ class PolicyTrainConfig:
 
 
 def belief_config_of_variant(variant: str, *, consistency: bool = True, latent_conditioning: bool = True,
-                             session_masking: bool = True, latent_dim: int = 5) -> BeliefConfig | None:
-    """The belief model a variant trains, or ``None`` for the variants without one."""
+                             session_masking: bool = True, **belief_fields: Any) -> BeliefConfig | None:
+    """The belief model a variant trains, or ``None`` for the variants without one
+    (``belief_fields``: other BeliefConfig fields, e.g. ``latent_dim``)."""
     if variant not in VARIANTS:
         raise ValueError(f"unknown variant {variant!r}: choose one of {', '.join(VARIANTS)}")
     if variant in ("no-belief", "oracle"):
@@ -48,7 +50,7 @@ def belief_config_of_variant(variant: str, *, consistency: bool = True, latent_c
             raise ValueError(f"the ablation flags apply to the dynamite variant; {variant} has no belief model")
         return None
     return belief_config_for(variant, consistency=consistency, latent_conditioning=latent_conditioning,
-                             session_masking=session_masking, latent_dim=latent_dim)
+                             session_masking=session_masking, **belief_fields)
 
 
 def variant_of_belief(config: BeliefConfig) -> str:

@@ -2,7 +2,9 @@
 
 Frozen-encoder relabelling (BOReL): every trajectory is run through the trained posterior once,
 with the boundaries its own termination head finds (as it will run online), and each observation
-``s_t`` becomes ``[s_t, μ_t, log σ²_t]``, the belief after seeing ``s_0, a_0, r_0 … s_t``.
+``s_t`` becomes ``[s_t, b_t]``, with ``b_t`` what the policy sees of the belief after
+``s_0, a_0, r_0 … s_t``: ``[μ_t, log σ²_t]`` of a Gaussian one, the class probabilities of a
+categorical one.
 """
 
 from __future__ import annotations
@@ -18,10 +20,10 @@ from offline_dynamite.data import SESSION_KEYS, FlatDataset, sequence_batch
 
 
 @torch.no_grad()
-def encode_dataset(model: BeliefModel, flat: FlatDataset, batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
-    """Belief means and log-variances ``[N + E, k]``, one per observation row of the dataset."""
+def encode_dataset(model: BeliefModel, flat: FlatDataset, batch_size: int = 256) -> np.ndarray:
+    """What the policy sees of the beliefs, ``[N + E, d]``, one row per observation row of the dataset."""
     model.eval()
-    mus, logvars = [], []
+    features = []
     episodes = np.arange(flat.num_episodes)
     for first in range(0, flat.num_episodes, batch_size):
         batch = to_tensors(sequence_batch(flat, episodes[first : first + batch_size]))
@@ -29,9 +31,8 @@ def encode_dataset(model: BeliefModel, flat: FlatDataset, batch_size: int = 256)
         # Episodes are consecutive in the flat arrays, so the valid beliefs row by row are the
         # dataset's observation rows in order.
         valid = losses.belief_valid(batch.lengths, batch.actions.shape[1])
-        mus.append(beliefs.mu[valid].numpy())
-        logvars.append(beliefs.logvar[valid].numpy())
-    return np.concatenate(mus), np.concatenate(logvars)
+        features.append(model.latent.features(beliefs.parameters[valid]).numpy())
+    return np.concatenate(features)
 
 
 def hyper_states(flat: FlatDataset, variant: str, model: BeliefModel | None = None) -> np.ndarray:
@@ -46,8 +47,7 @@ def hyper_states(flat: FlatDataset, variant: str, model: BeliefModel | None = No
         return np.concatenate([observations, flat.infos["latent"].astype(np.float32)], axis=1)
     if model is None:
         raise ValueError(f"the {variant} variant needs a belief model")
-    mu, logvar = encode_dataset(model, flat)
-    return np.concatenate([observations, mu, logvar], axis=1)
+    return np.concatenate([observations, encode_dataset(model, flat)], axis=1)
 
 
 def add_relabelled_episodes(flat: FlatDataset, fraction: float, reward: Callable[..., np.ndarray],

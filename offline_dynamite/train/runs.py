@@ -71,10 +71,13 @@ class TrainRun:
         return deserialize_space(self.flat.metadata["action_space"])
 
 
-def new_train_run(dataset: str, out: Path, *, variant: str | None, ablations: dict[str, bool], latent_dim: int,
+def new_train_run(dataset: str, out: Path, *, variant: str | None, ablations: dict[str, bool], belief_fields: dict[str, Any],
                   belief: Path | None, belief_train_config: BeliefTrainConfig,
                   policy_config: PolicyTrainConfig) -> TrainRun:
-    """Check everything, then make the run folder (nothing is written if a check fails)."""
+    """Check everything, then make the run folder (nothing is written if a check fails).
+
+    ``ablations`` are DynaMITE's switches, ``belief_fields`` other fields of the BeliefConfig to fit.
+    """
     data_file = resolve_data_file(dataset).resolve()  # absolute: --resume may run from another folder
     flat = load_flat(data_file)
     action_space = deserialize_space(flat.metadata["action_space"]) if "action_space" in flat.metadata else None
@@ -84,8 +87,10 @@ def new_train_run(dataset: str, out: Path, *, variant: str | None, ablations: di
 
     belief_state = belief_trainer = None
     if belief is not None:
-        if not all(ablations.values()):
-            raise ValueError("the ablation flags choose the belief model to fit; --belief gives a trained one")
+        defaults = BeliefConfig()
+        if not all(ablations.values()) or any(getattr(defaults, key) != value for key, value in belief_fields.items()):
+            raise ValueError("the ablation flags and the belief model's options choose the belief model to fit; "
+                             "--belief gives a trained one")
         belief_state = load_checkpoint(_belief_checkpoint_in(belief))
         belief_config = BeliefConfig.from_dict(belief_state["belief_config"])
         base = variant_of_belief(belief_config)
@@ -96,7 +101,7 @@ def new_train_run(dataset: str, out: Path, *, variant: str | None, ablations: di
             raise ValueError(f"--belief {belief} models other observations or actions than dataset {flat.dataset_id}")
     else:
         variant = variant or "dynamite"
-        belief_config = belief_config_of_variant(variant, latent_dim=latent_dim, **ablations)
+        belief_config = belief_config_of_variant(variant, **ablations, **belief_fields)
         if belief_config is not None:
             belief_trainer = BeliefTrainer(flat, belief_config, belief_train_config)
     if variant == "oracle" and not flat.has_session_labels:
@@ -251,7 +256,7 @@ def _layout(run: TrainRun, model: BeliefModel | None) -> list[list[Any]]:
     if run.variant == "oracle":
         parts.append(["latent", int(run.flat.infos["latent"].shape[1])])
     elif model is not None:
-        parts += [["belief_mu", model.config.latent_dim], ["belief_logvar", model.config.latent_dim]]
+        parts += model.latent.feature_names()
     return parts
 
 

@@ -40,7 +40,7 @@ def main() -> None:
                                    ("dynamite/reacher/mixed-v0", "dynamite/Reacher-v0")):
             recipe = load_recipe(dataset_id).replace(episodes=64, reference_episodes=2)
             data_file = collect(recipe, Path(root) / "minari").data_file
-            run = runs.new_train_run(str(data_file), Path(root) / "runs", variant="dynamite", latent_dim=5, belief=None,
+            run = runs.new_train_run(str(data_file), Path(root) / "runs", variant="dynamite", belief_fields={}, belief=None,
                                      ablations=dict.fromkeys(runs.ABLATIONS, True),
                                      belief_train_config=BeliefTrainConfig(steps=20),
                                      policy_config=PolicyTrainConfig(steps=50))

@@ -63,7 +63,7 @@ def collection(name: str, episodes: int, cpus: int, root: Path) -> None:
 def evaluation(name: str, episodes: int, root: Path) -> None:
     recipe = load_recipe(f"dynamite/{name}/mixed-v0").replace(episodes=64, reference_episodes=2)
     data_file = collect(recipe, root / f"eval-{name}").data_file
-    run = runs.new_train_run(str(data_file), root / "runs", variant="dynamite", latent_dim=5, belief=None,
+    run = runs.new_train_run(str(data_file), root / "runs", variant="dynamite", belief_fields={}, belief=None,
                              ablations=dict.fromkeys(runs.ABLATIONS, True),
                              belief_train_config=BeliefTrainConfig(steps=20), policy_config=PolicyTrainConfig(steps=50))
     runs.execute(run, Console(quiet=True))

@@ -37,7 +37,7 @@ from offline_dynamite.train.trainer import PolicyTrainer, fit_policy
 
 
 def pipeline(data_file: Path, out: Path, belief_steps: int, steps: int) -> Path:
-    run = runs.new_train_run(str(data_file), out, variant="dynamite", latent_dim=5, belief=None,
+    run = runs.new_train_run(str(data_file), out, variant="dynamite", belief_fields={}, belief=None,
                              ablations=dict.fromkeys(runs.ABLATIONS, True),
                              belief_train_config=BeliefTrainConfig(steps=belief_steps),
                              policy_config=PolicyTrainConfig(steps=steps))
