@@ -12,6 +12,8 @@ A belief is one tensor of *parameters* per step, ``[..., p]``:
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -30,6 +32,8 @@ def gaussian_kl(mu_q: torch.Tensor, logvar_q: torch.Tensor, mu_p: torch.Tensor, 
 
 
 class GaussianLatent:
+    """N(μ, diag σ²) over ``k`` dimensions."""
+
     def __init__(self, k: int) -> None:
         self.k = k
         self.parameter_size = 2 * k
@@ -95,6 +99,8 @@ class CategoricalTransition(nn.Module):
 
 
 class CategoricalLatent:
+    """A distribution over ``k`` classes."""
+
     def __init__(self, k: int) -> None:
         self.k = k
         self.parameter_size = k
@@ -104,7 +110,7 @@ class CategoricalLatent:
 
     def standard_prior(self, like: torch.Tensor) -> torch.Tensor:
         """Uniform over the classes."""
-        return torch.full_like(like, -torch.log(torch.tensor(float(self.k))).item())
+        return torch.full_like(like, -math.log(self.k))
 
     def kl(self, q: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
         return (q.exp() * (q - p)).sum(-1)
