@@ -110,7 +110,8 @@ def train_all(config: ExperimentConfig, data_file: Path, runs_dir: Path) -> list
             if config.counterfactual_reconstruction and variant == "dynamite" and ablations["session_masking"]:
                 belief_fields["counterfactual_reconstruction"] = True
             run = runs.new_train_run(str(data_file), runs_dir, variant=variant, ablations=ablations,
-                                     belief_fields=belief_fields, belief=None, belief_train_config=BeliefTrainConfig(steps=config.belief_steps, seed=seed),
+                                     belief_fields=belief_fields, belief=None,
+                                     belief_train_config=BeliefTrainConfig(steps=config.belief_steps, seed=seed),
                                      policy_config=PolicyTrainConfig(steps=config.policy_steps, seed=seed,
                                                                     relabel_fraction=config.policy_relabel_fraction))
             console.print(f"[bold]{name}[/], seed {seed}: {run.run_dir}", soft_wrap=True)
