@@ -311,6 +311,8 @@ def test_bad_input_is_one_clear_line_and_no_run_folder(grid_dataset, tmp_path):
         ([str(grid_dataset), "--variant", "transformer"], "unknown variant"),
         ([str(grid_dataset), "--variant", "no-belief", "--no-consistency"], "ablation flags apply to the dynamite"),
         ([str(grid_dataset), "--belief", str(tmp_path / "nothing")], "no belief checkpoint there"),
+        ([str(grid_dataset), "--belief", str(tmp_path / "nothing"), "--latent", "categorical"],
+         "--belief gives a trained one"),
         ([str(grid_dataset), "--latent", "dirichlet"], "unknown latent kind 'dirichlet'"),
         ([str(grid_dataset), "--latent", "categorical", "--latent-dim", "1"], "at least 2 classes"),
         ([str(grid_dataset), "--counterfactual-reconstruction", "--no-session-masking"], "extends session masking"),

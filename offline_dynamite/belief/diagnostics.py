@@ -2,12 +2,12 @@
 
 - **reward error**: MSE of the reward of transition ``t`` predicted from the belief *before* it
   (``b_t``: its mean, or the expectation over its classes), in the dataset's reward units;
-- **latent probe**: how well the belief (its mean, or its class probabilities) predicts the true latent of the next transition,
-  fitted on training episodes, scored on held-out ones, and also on the steps after the first
-  session switch, where VariBAD-style beliefs go stale. Continuous latents: the R² of a linear
-  regression on the belief mean. Discrete latents (one coordinate, at most 8 values): the accuracy
-  of a small MLP classifier on the belief mean *and the observation*, against the same classifier
-  on the observation alone. The observation is needed because a belief may name the latent
+- **latent probe**: how well the belief (its mean, or its class probabilities) predicts the true
+  latent of the next transition, fitted on training episodes, scored on held-out ones, and also on
+  the steps after the first session switch, where VariBAD-style beliefs go stale. Continuous
+  latents: the R² of a linear regression on the belief. Discrete latents (one coordinate, at most
+  8 values): the accuracy of a small MLP classifier on the belief *and the observation*, against
+  the same classifier on the observation alone. The observation is needed because a belief may name the latent
   relative to the state (the gridworld's "which goal pays" is naturally held as "the goal at these
   coordinates pays"); the state-only baseline measures what the behaviour policy leaks through the
   states it visits (an oracle walks towards the paying goal), so the belief's own contribution is

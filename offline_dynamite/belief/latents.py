@@ -23,9 +23,6 @@ from torch.nn import functional as F
 #: the bounds are far from where a converged belief sits.
 LOGVAR_RANGE = (-10.0, 5.0)
 
-LATENT_KINDS = ("gaussian", "categorical")
-
-
 def gaussian_kl(mu_q: torch.Tensor, logvar_q: torch.Tensor, mu_p: torch.Tensor, logvar_p: torch.Tensor) -> torch.Tensor:
     """KL(N(mu_q, e^logvar_q) ‖ N(mu_p, e^logvar_p)), summed over the last (latent) axis."""
     return 0.5 * (logvar_p - logvar_q + (logvar_q.exp() + (mu_q - mu_p) ** 2) / logvar_p.exp() - 1.0).sum(-1)
@@ -120,7 +117,7 @@ class CategoricalLatent:
         return parameters.exp()
 
     def summary(self, parameters: torch.Tensor) -> torch.Tensor:
-        return parameters.exp()
+        return self.features(parameters)
 
     def feature_names(self) -> list[list]:
         return [["belief_probabilities", self.k]]
@@ -131,9 +128,12 @@ class CategoricalLatent:
     def squared_errors(self, decoder, parameters: torch.Tensor, pair_beliefs: tuple[torch.Tensor, torch.Tensor],
                        transition_features: torch.Tensor, targets: torch.Tensor, sample: bool) -> torch.Tensor:
         """The expected squared error over the classes, exactly (``sample`` does not apply)."""
-        class_features = decoder.latent_layer(torch.eye(self.k, device=parameters.device))  # [k, H]
-        predicted = decoder.pairwise(class_features[None], transition_features[:, None])  # [P, k]
+        predicted = decoder.pairwise(self._class_features(decoder, parameters)[None], transition_features[:, None])
         return ((predicted - targets[:, None]) ** 2 * parameters[pair_beliefs].exp()).sum(-1)
+
+    def _class_features(self, decoder, parameters: torch.Tensor) -> torch.Tensor:
+        """``[k, H]``: the decoder's latent layer on each class (one-hot)."""
+        return decoder.latent_layer(torch.eye(self.k, device=parameters.device))
 
     def class_balance(self, parameters: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
         """KL(mean class probabilities of the batch's valid beliefs ‖ uniform): zero when every
@@ -143,14 +143,15 @@ class CategoricalLatent:
 
     def expected_reward(self, decoder, parameters: torch.Tensor, transitions: torch.Tensor) -> torch.Tensor:
         """The reward each belief expects for the transition paired with it, over its classes."""
-        class_features = decoder.latent_layer(torch.eye(self.k, device=parameters.device))  # [k, H]
-        per_class = decoder.pairwise(class_features, decoder.transition_layer(transitions)[..., None, :])
+        per_class = decoder.pairwise(self._class_features(decoder, parameters),
+                                     decoder.transition_layer(transitions)[..., None, :])
         return (per_class * parameters.exp()).sum(-1)
 
 
+LATENTS = {"gaussian": GaussianLatent, "categorical": CategoricalLatent}
+LATENT_KINDS = tuple(LATENTS)
+
+
 def latent_of(kind: str, k: int) -> GaussianLatent | CategoricalLatent:
-    if kind == "gaussian":
-        return GaussianLatent(k)
-    if kind == "categorical":
-        return CategoricalLatent(k)
-    raise ValueError(f"unknown latent kind {kind!r}: choose one of {', '.join(LATENT_KINDS)}")
+    """The maths of a belief of ``kind`` (one of LATENT_KINDS, checked by BeliefConfig) over ``k``."""
+    return LATENTS[kind](k)
